@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Every install step lives here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# The open_clip wheel ships OpenAI's CLIP BPE merges; we install it without dependencies (never
+# import it: it pulls torchvision) so that fgclip_core can find the vocabulary offline.
+OPEN_CLIP_WHEEL := open-clip-torch==3.3.0
+export DS_ACCELERATOR ?= cpu
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.fgclip/torch_extensions
+export FGCLIP_HOME ?= $(CURDIR)/.fgclip
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-unit test-integration lint typecheck bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(OPEN_CLIP_WHEEL)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m fgclip_core.demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -ra tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf .fgclip .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""FG-CLIP core library."""

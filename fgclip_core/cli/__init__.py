@@ -1,0 +1,28 @@
+"""`fgclip` command line: one thin click group per domain, each in its own module."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from fgclip_core.cli import annotate_cmd, data_cmd, eval_cmd, model_cmd, train_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """FG-CLIP: fine-grained CLIP models, data, training and evaluation."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(model_cmd.model)
+cli.add_command(data_cmd.data)
+cli.add_command(annotate_cmd.annotate)
+cli.add_command(train_cmd.train)
+cli.add_command(eval_cmd.eval_)
+
+
+def main() -> None:
+    cli(prog_name="fgclip")

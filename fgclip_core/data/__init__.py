@@ -1,0 +1,1 @@
+"""Training data: FineHARD records, validation with quarantine, WebDataset shards, the loader."""
