@@ -14,5 +14,7 @@ pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.sample",
     "tests.fixtures.data",
-    "tests.fixtures.services",
+    "tests.fixtures.s3",
+    "tests.fixtures.mlflow",
+    "tests.fixtures.openai_server",
 ]
