@@ -1,0 +1,62 @@
+"""Atomic writes through fsspec: write a temporary name next to the target, then move it in place.
+
+On a local filesystem the move is ``os.replace`` (atomic within a folder); on an object store
+(s3fs) the temporary object is complete before it is copied to the final key, so a reader never
+sees a partial object under the final name. A failure removes the temporary file; a killed
+process leaves only a ``_tmp.*`` name, which no reader takes and ``remove_stale_temps`` clears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+from fgclip_core import storage
+
+TMP_PREFIX = "_tmp."
+
+
+def temp_name(path: str) -> str:
+    head, _, tail = path.rpartition("/")
+    name = f"{TMP_PREFIX}{tail}.{uuid.uuid4().hex[:12]}"
+    return f"{head}/{name}" if head else name
+
+
+@contextlib.contextmanager
+def atomic_open(url: str, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open ``url`` for writing; the content appears under ``url`` only if the block succeeds."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes only, got mode {mode!r}")
+    fs, path = storage.filesystem(url)
+    parent = path.rpartition("/")[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = temp_name(path)
+    fh = fs.open(tmp, mode, **kwargs)
+    try:
+        yield fh
+        fh.close()
+        if storage.is_remote(url):
+            fs.mv(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fh.close()
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+
+
+def remove_stale_temps(url: str) -> int:
+    """Delete leftovers of killed writers directly inside folder ``url``; returns how many."""
+    fs, path = storage.filesystem(url)
+    if not fs.exists(path):
+        return 0
+    stale = [p for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith(TMP_PREFIX)]
+    for p in stale:
+        fs.rm(p)
+    return len(stale)

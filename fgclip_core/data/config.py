@@ -1,0 +1,72 @@
+"""Typed configs of the data layer; the field defaults here are the only source of defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fgclip_core.config import StrictModel
+
+# The official FG-CLIP training code strips this prefix from FineHARD ``f_path`` values.
+OFFICIAL_PATH_PREFIXES = ("grit-20m/data-12m/",)
+
+
+class ReadConfig(StrictModel):
+    """How annotation files are read and normalised into records."""
+
+    strip_prefixes: list[str] = Field(default_factory=lambda: list(OFFICIAL_PATH_PREFIXES))
+
+
+class ValidationConfig(StrictModel):
+    """What makes a record (and its image) acceptable."""
+
+    num_negatives: int = Field(10, ge=1, description="hard negatives required when flag_short_neg is 1")
+    max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb guard, checked from the header")
+    min_side: int = Field(8, ge=1, description="smallest accepted image side in pixels")
+    bbox_tolerance: float = Field(1e-6, ge=0, le=0.01, description="coordinates this far outside [0,1] are clamped")
+    check_images: bool = True
+
+
+class ShardConfig(StrictModel):
+    """How validated records are packed into WebDataset shards."""
+
+    samples_per_shard: int = Field(1000, ge=1)
+    jpeg_quality: int = Field(95, ge=50, le=100, description="used only when an image must be re-encoded")
+
+
+class LoaderConfig(StrictModel):
+    """The training input pipeline (see ``fgclip_core.data.loader``)."""
+
+    batch_size: int = Field(32, ge=1)
+    max_boxes: int = Field(4, ge=0)
+    num_negatives: int = Field(10, ge=0)
+    long_length: int = Field(248, ge=2)
+    short_length: int = Field(77, ge=2)
+    short_caption_prefix: str = "a photo of "
+    region_text: Literal["random", "short", "long"] = "random"
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    mode: Literal["resample", "shuffle"] = Field(
+        "resample", description="resample: endless seeded draws of shards; shuffle: each shard once per epoch")
+    shuffle_buffer: int = Field(256, ge=1, description="samples mixed across shard boundaries (1 = off)")
+    drop_last: bool = True
+    equalize_ranks: bool = Field(
+        True, description="shuffle mode: every rank yields the same number of batches per epoch")
+    decode_draft: bool = Field(True, description="let JPEG decode at a reduced scale near the target size")
+    pin_memory: bool = False
+    prefetch_factor: int = Field(2, ge=1)
+    log_bad_samples: int = Field(20, ge=0, description="bad samples logged per worker (all are counted)")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoaderConfig:
+        if self.short_length > self.long_length:
+            raise ValueError(f"short_length {self.short_length} > long_length {self.long_length}")
+        return self
+
+
+class DataConfig(StrictModel):
+    read: ReadConfig = Field(default_factory=ReadConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    shards: ShardConfig = Field(default_factory=ShardConfig)
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)

@@ -1,0 +1,177 @@
+"""Record and image checks: every input record ends either kept or quarantined with a reason.
+
+``Validator.check(item)`` normalises a ``RawItem`` (``io.record_from_raw``), checks what the
+record means (boxes, texts, negatives, unique ids) and decodes its image (``images.decode_image``).
+It returns ``Kept`` (the record, with its image size filled in, plus the bytes to store) or a
+``QuarantineEntry`` (id, source file and line, reason, detail, raw record). It does not raise on
+bad input; ``ValidationSummary`` keeps ``total == kept + quarantined``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from fgclip_core import storage
+from fgclip_core.data.config import ReadConfig, ValidationConfig
+from fgclip_core.data.errors import Reason, RecordError
+from fgclip_core.data.images import decode_image, encode_jpeg
+from fgclip_core.data.io import RawItem, record_from_raw
+from fgclip_core.data.records import FineHARDRecord, Region
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuarantineEntry:
+    id: str | None
+    source: str
+    index: int
+    line: int | None
+    reason: str
+    detail: str
+    raw: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "index": self.index, "line": self.line,
+                "reason": self.reason, "detail": self.detail, "raw": self.raw}
+
+
+@dataclass
+class Kept:
+    record: FineHARDRecord
+    image_bytes: bytes | None = None   # JPEG bytes for the shard (None when not asked for)
+
+
+@dataclass
+class ValidationSummary:
+    total: int = 0
+    kept: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.by_reason.values())
+
+    def add(self, outcome: Kept | QuarantineEntry) -> None:
+        self.total += 1
+        if isinstance(outcome, Kept):
+            self.kept += 1
+        else:
+            self.by_reason[outcome.reason] += 1
+        assert self.total == self.kept + self.quarantined
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "kept": self.kept, "quarantined": self.quarantined,
+                "quarantined_by_reason": dict(sorted(self.by_reason.items()))}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _check_bbox(region: Region, where: str, tol: float) -> None:
+    box = region.bbox
+    if any(not math.isfinite(v) for v in box):
+        raise RecordError(Reason.BBOX_NAN, f"{where}.bbox {box} is not finite")
+    if any(v < -tol or v > 1 + tol for v in box):
+        raise RecordError(Reason.BBOX_OUT_OF_RANGE, f"{where}.bbox {box} is outside [0, 1]")
+    region.bbox = [min(1.0, max(0.0, v)) for v in box]
+    x1, y1, x2, y2 = region.bbox
+    if x1 >= x2 or y1 >= y2:
+        raise RecordError(Reason.BBOX_DEGENERATE, f"{where}.bbox {box} needs x1 < x2 and y1 < y2")
+
+
+def _check_negatives(region: Region, where: str, n: int) -> None:
+    negs = region.short_expr_negs
+    if len(negs) != n:
+        raise RecordError(Reason.NEGATIVES_WRONG_COUNT,
+                          f"{where}.short_expr_negs has {len(negs)} negatives, flag_short_neg=1 needs {n}")
+    for j, neg in enumerate(negs):
+        if not neg.strip():
+            raise RecordError(Reason.CAPTION_EMPTY, f"{where}.short_expr_negs[{j}] is empty")
+    positive = _norm(region.short_expr)
+    for j, neg in enumerate(negs):
+        if _norm(neg) == positive:
+            raise RecordError(Reason.NEGATIVE_EQUALS_POSITIVE, f"{where}.short_expr_negs[{j}] equals short_expr {neg!r}")
+    seen: dict[str, int] = {}
+    for j, neg in enumerate(negs):
+        k = _norm(neg)
+        if k in seen:
+            raise RecordError(Reason.NEGATIVES_DUPLICATED,
+                              f"{where}.short_expr_negs[{j}] repeats short_expr_negs[{seen[k]}] {neg!r}")
+        seen[k] = j
+
+
+def check_record(record: FineHARDRecord, cfg: ValidationConfig) -> None:
+    """Checks on the meaning of a normalised record (no image access). Raises ``RecordError``."""
+    for name in ("caption", "short_caption"):
+        if not getattr(record, name).strip():
+            raise RecordError(Reason.CAPTION_EMPTY, f"{name} is empty")
+    for i, region in enumerate(record.bbox_info):
+        where = f"bbox_info[{i}]"
+        _check_bbox(region, where, cfg.bbox_tolerance)
+        if not region.short_expr.strip():
+            raise RecordError(Reason.CAPTION_EMPTY, f"{where}.short_expr is empty")
+        if region.flag_short_neg == 1:
+            _check_negatives(region, where, cfg.num_negatives)
+
+
+class Validator:
+    """Stateful (duplicate ids) checker of one run; create one per run."""
+
+    def __init__(self, images_root: str | None, read: ReadConfig | None = None,
+                 validation: ValidationConfig | None = None, *, want_image_bytes: bool = False,
+                 jpeg_quality: int = 95) -> None:
+        self.images_root = images_root
+        self.read = read or ReadConfig()
+        self.cfg = validation or ValidationConfig()
+        self.want_image_bytes = want_image_bytes
+        self.jpeg_quality = jpeg_quality
+        self._seen: set[str] = set()
+        self._fs = storage.filesystem(images_root)[0] if images_root else None
+
+    def image_url(self, f_path: str) -> str:
+        return storage.join(self.images_root, f_path) if self.images_root else f_path
+
+    def _read_image(self, f_path: str) -> bytes:
+        url = self.image_url(f_path)
+        fs, path = (self._fs, storage.filesystem(url)[1]) if self._fs is not None else storage.filesystem(url)
+        try:
+            with fs.open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError as e:
+            raise RecordError(Reason.IMAGE_MISSING, f"{url} does not exist") from e
+        except (OSError, PermissionError) as e:
+            raise RecordError(Reason.IMAGE_MISSING, f"{url} cannot be read: {e}") from e
+
+    def _check_image(self, record: FineHARDRecord) -> bytes | None:
+        data = self._read_image(record.f_path)
+        decoded = decode_image(data, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
+        record.width, record.height = decoded.image.size
+        if not self.want_image_bytes:
+            return None
+        return encode_jpeg(decoded.image, self.jpeg_quality) if decoded.reencode else data
+
+    def check(self, item: RawItem) -> Kept | QuarantineEntry:
+        rid: str | None = None
+        try:
+            if item.parse_error is not None:
+                raise RecordError(Reason.RECORD_MALFORMED, item.parse_error)
+            record = record_from_raw(item.raw, self.read)
+            rid = record.id
+            if rid in self._seen:
+                raise RecordError(Reason.DUPLICATE_ID, f"id {rid!r} already seen earlier in the input")
+            self._seen.add(rid)
+            check_record(record, self.cfg)
+            image_bytes = self._check_image(record) if self.cfg.check_images else None
+            return Kept(record, image_bytes)
+        except RecordError as e:
+            return QuarantineEntry(rid, item.source, item.index, item.line, e.reason.value, e.detail, item.raw)
+        except Exception as e:  # a bug must not stop a long run: quarantine, and say it is unexpected
+            log.exception("unexpected error validating %s", item.where)
+            return QuarantineEntry(rid, item.source, item.index, item.line, Reason.RECORD_MALFORMED.value,
+                                   f"unexpected error: {type(e).__name__}: {e}", item.raw)
