@@ -1,10 +1,129 @@
-"""`fgclip data` subcommands (owned by the data issue)."""
+"""`fgclip data` subcommands: validate annotations, build shards (thin: the work is in fgclip_core.data)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 import click
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from fgclip_core.config import ConfigError, load_config
+from fgclip_core.data.config import DataConfig
+from fgclip_core.data.pipeline import (
+    DestinationError,
+    NothingUsableError,
+    build_shards,
+    validate_annotations,
+)
+from fgclip_core.data.validate import Kept, ValidationSummary
+
+_console = Console(stderr=False)
+
+
+def _load_cfg(config: str | None, overrides: list[str]) -> DataConfig:
+    """File, then --set overrides, then the dedicated flags (which win)."""
+    try:
+        return load_config(DataConfig, config, overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _progress(desc: str) -> tuple[tqdm, Any]:
+    bar = tqdm(desc=desc, unit="rec", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+    def on_outcome(outcome: Any) -> None:
+        bar.update(1)
+        if not isinstance(outcome, Kept):
+            bar.set_postfix_str(f"quarantined: {outcome.reason}", refresh=False)
+
+    return bar, on_outcome
+
+
+def _summary_table(title: str, summary: ValidationSummary, extra: dict[str, str] | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    table.add_row("records in", str(summary.total))
+    table.add_row("kept", str(summary.kept))
+    table.add_row("quarantined", str(summary.quarantined))
+    for reason, n in sorted(summary.by_reason.items()):
+        table.add_row(f"  {reason}", str(n))
+    for k, v in (extra or {}).items():
+        table.add_row(k, v)
+    return table
+
+
+_common = [
+    click.option("--annotations", required=True, help="Annotation file (.json official / .jsonl) or folder of them."),
+    click.option("--images", "images", default=None, help="Root that f_path is relative to (folder or URL)."),
+    click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
+                 help="DataConfig YAML/JSON file."),
+    click.option("--set", "overrides", multiple=True, help="Config override key=value (e.g. validation.min_side=16)."),
+    click.option("--strip-prefix", "strip_prefixes", multiple=True,
+                 help="f_path prefix to strip (repeatable; default: the official one)."),
+]
+
+
+def _with_common(f: Any) -> Any:
+    for opt in reversed(_common):
+        f = opt(f)
+    return f
+
+
+def _overrides(overrides: tuple[str, ...], strip_prefixes: tuple[str, ...]) -> list[str]:
+    out = list(overrides)
+    if strip_prefixes:
+        out.append("read.strip_prefixes=" + json.dumps(list(strip_prefixes)))
+    return out
 
 
 @click.group(name="data")
 def data() -> None:
-    """Data commands."""
+    """FineHARD data: validate annotations, build WebDataset shards."""
+
+
+@data.command("validate")
+@_with_common
+@click.option("--out", "out", required=True, help="Folder for kept.jsonl, quarantine.jsonl, summary.json.")
+def validate_cmd(annotations: str, images: str | None, config: str | None, overrides: tuple[str, ...],
+                 strip_prefixes: tuple[str, ...], out: str) -> None:
+    """Check every record and image; write kept / quarantined records and a summary."""
+    cfg = _load_cfg(config, _overrides(overrides, strip_prefixes))
+    bar, on_outcome = _progress("validate")
+    try:
+        summary = validate_annotations(annotations, images, out, cfg, on_outcome=on_outcome)
+    except (DestinationError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    finally:
+        bar.close()
+    _console.print(_summary_table(f"fgclip data validate -> {out}", summary))
+    if summary.kept == 0:
+        raise click.ClickException(f"no usable record out of {summary.total}; reasons in {out}/quarantine.jsonl")
+
+
+@data.command("build-shards")
+@_with_common
+@click.option("--out", "out", required=True, help="Folder or URL (s3://bucket/prefix) for the shards.")
+@click.option("--samples-per-shard", type=int, default=None, help="Samples per shard (default from config).")
+def build_shards_cmd(annotations: str, images: str | None, config: str | None, overrides: tuple[str, ...],
+                     strip_prefixes: tuple[str, ...], out: str, samples_per_shard: int | None) -> None:
+    """Validate and pack records into shard-NNNNNN.tar + manifest.json + quarantine.jsonl."""
+    ov = _overrides(overrides, strip_prefixes)
+    if samples_per_shard is not None:
+        ov.append(f"shards.samples_per_shard={samples_per_shard}")
+    cfg = _load_cfg(config, ov)
+    bar, on_outcome = _progress("build-shards")
+    try:
+        result = build_shards(annotations, images, out, cfg, on_outcome=on_outcome)
+    except (DestinationError, FileNotFoundError, NothingUsableError) as e:
+        raise click.ClickException(str(e)) from e
+    finally:
+        bar.close()
+    m = result.manifest
+    _console.print(_summary_table(f"fgclip data build-shards -> {out}", result.summary,
+                                  {"shards": str(m.num_shards), "samples": str(m.total_samples),
+                                   "bytes": f"{m.total_bytes:,}"}))

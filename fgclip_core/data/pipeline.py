@@ -1,0 +1,131 @@
+"""The two data runs: validate annotations, and build shards. The CLI and Dagster call these.
+
+Both stream the input once, record by record; nothing is lost: every input record is counted as
+kept or quarantined (``ValidationSummary``), and the quarantine file says why for each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fgclip_core import storage
+from fgclip_core.data.atomic import atomic_open, remove_stale_temps
+from fgclip_core.data.config import DataConfig
+from fgclip_core.data.io import dumps_record, iter_raw
+from fgclip_core.data.shards import (
+    Manifest,
+    ShardInfo,
+    ShardWriter,
+    remove_unlisted_shards,
+    write_manifest,
+)
+from fgclip_core.data.validate import Kept, QuarantineEntry, ValidationSummary, Validator
+
+log = logging.getLogger(__name__)
+
+Outcome = Kept | QuarantineEntry
+KEPT_NAME = "kept.jsonl"
+QUARANTINE_NAME = "quarantine.jsonl"
+SUMMARY_NAME = "summary.json"
+
+
+class DestinationError(OSError):
+    """The output location cannot be written; the message names it."""
+
+
+class NothingUsableError(RuntimeError):
+    """Every input record was quarantined (or there were none)."""
+
+
+@dataclass
+class BuildResult:
+    summary: ValidationSummary
+    manifest: Manifest
+    removed_shards: list[str]
+
+
+def ensure_writable(url: str) -> None:
+    """Fail early, before hours of work, when ``url`` cannot take files."""
+    probe = storage.join(url, "_tmp.write-probe")
+    try:
+        fs, path = storage.filesystem(url)
+        fs.makedirs(path, exist_ok=True)
+        with atomic_open(probe, "w") as fh:
+            fh.write("ok")
+        storage.filesystem(probe)[0].rm(storage.filesystem(probe)[1])
+    except Exception as e:  # any failure here means the same thing to the caller
+        raise DestinationError(f"{url}: destination cannot be written: {type(e).__name__}: {e}") from e
+
+
+def _quarantine_line(q: QuarantineEntry) -> str:
+    return json.dumps(q.to_dict(), sort_keys=True, ensure_ascii=False, default=repr) + "\n"
+
+
+def validate_annotations(annotations: str, images_root: str | None, out_dir: str,
+                         cfg: DataConfig | None = None,
+                         on_outcome: Callable[[Outcome], None] | None = None) -> ValidationSummary:
+    """Write ``out_dir/kept.jsonl``, ``quarantine.jsonl`` and ``summary.json``."""
+    cfg = cfg or DataConfig()
+    ensure_writable(out_dir)
+    validator = Validator(images_root, cfg.read, cfg.validation)
+    summary = ValidationSummary()
+    with atomic_open(storage.join(out_dir, KEPT_NAME), "w") as kept_fh, \
+            atomic_open(storage.join(out_dir, QUARANTINE_NAME), "w") as q_fh:
+        for item in iter_raw(annotations):
+            outcome = validator.check(item)
+            summary.add(outcome)
+            if isinstance(outcome, Kept):
+                kept_fh.write(dumps_record(outcome.record) + "\n")
+            else:
+                q_fh.write(_quarantine_line(outcome))
+            if on_outcome:
+                on_outcome(outcome)
+    _write_summary(out_dir, summary.to_dict())
+    return summary
+
+
+def _write_summary(out_dir: str, data: dict[str, Any]) -> None:
+    with atomic_open(storage.join(out_dir, SUMMARY_NAME), "w") as fh:
+        fh.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: DataConfig | None = None,
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 on_shard: Callable[[ShardInfo], None] | None = None) -> BuildResult:
+    """Validate and pack kept records into ``out_url/shard-NNNNNN.tar``; write the quarantine and the
+    manifest (last). Raises ``DestinationError`` or ``NothingUsableError`` (after writing the
+    quarantine, so the reasons can be read)."""
+    cfg = cfg or DataConfig()
+    ensure_writable(out_url)
+    stale = remove_stale_temps(out_url)
+    if stale:
+        log.warning("%s: removed %d temporary file(s) left by an interrupted run", out_url, stale)
+    validator = Validator(images_root, cfg.read, cfg.validation, want_image_bytes=True,
+                          jpeg_quality=cfg.shards.jpeg_quality)
+    summary = ValidationSummary()
+    with atomic_open(storage.join(out_url, QUARANTINE_NAME), "w") as q_fh, \
+            ShardWriter(out_url, cfg.shards.samples_per_shard, on_shard=on_shard) as writer:
+        for item in iter_raw(annotations):
+            outcome = validator.check(item)
+            summary.add(outcome)
+            if isinstance(outcome, Kept):
+                if outcome.image_bytes is None:
+                    raise ValueError("building shards needs images: set validation.check_images true")
+                writer.add(outcome.record.id, outcome.image_bytes, outcome.record.to_dict())
+            else:
+                q_fh.write(_quarantine_line(outcome))
+            if on_outcome:
+                on_outcome(outcome)
+    if summary.kept == 0:
+        raise NothingUsableError(
+            f"{annotations}: no usable record out of {summary.total} "
+            f"(quarantined by reason: {dict(summary.by_reason) or 'none'}); see {storage.join(out_url, QUARANTINE_NAME)}")
+    manifest = write_manifest(out_url, writer.shards, cfg.shards.samples_per_shard, summary.to_dict())
+    removed = remove_unlisted_shards(out_url, manifest)
+    if removed:
+        log.info("%s: removed %d shard(s) of an earlier run not in the new manifest", out_url, len(removed))
+    return BuildResult(summary, manifest, removed)

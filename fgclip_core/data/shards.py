@@ -1,0 +1,230 @@
+"""WebDataset shards: deterministic tar writing, the manifest, and reading both back.
+
+A shard ``shard-NNNNNN.tar`` holds ``{key}.jpg`` + ``{key}.json`` (the record) per sample. Tar
+headers are fixed (mtime 0, uid/gid 0, no user names, mode 0444), so the same inputs give the same
+bytes. Every shard is written under a temporary name and moved in place when complete
+(``atomic.atomic_open``); ``manifest.json`` is written last and is the commit point: readers take
+only the shards it lists, with their sample count, byte size and sha256. The manifest carries
+``manifest_sha256``, the hash of its own canonical JSON without that field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Callable
+from typing import IO, Any
+
+from pydantic import BaseModel, Field
+
+from fgclip_core import storage
+from fgclip_core.data.atomic import atomic_open
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "fgclip-webdataset"
+MANIFEST_VERSION = 1
+SHARD_PATTERN = re.compile(r"^shard-\d{6}\.tar$")
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+class ShardInfo(BaseModel):
+    name: str
+    count: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str
+
+
+class Manifest(BaseModel):
+    format: str = MANIFEST_FORMAT
+    version: int = MANIFEST_VERSION
+    samples_per_shard: int
+    num_shards: int
+    total_samples: int
+    total_bytes: int
+    shards: list[ShardInfo]
+    summary: dict[str, Any] = Field(default_factory=dict)
+    manifest_sha256: str = ""
+
+    def body_hash(self) -> str:
+        body = self.model_dump(exclude={"manifest_sha256"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class ManifestError(ValueError):
+    """A shard folder has no usable manifest; the message names the URL and the reason."""
+
+
+class _HashingWriter:
+    """Forwards writes to ``fh`` while counting bytes and computing sha256."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        self.fh.write(data)
+        return len(data)
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def encode_sample_json(record_dict: dict[str, Any]) -> bytes:
+    return json.dumps(record_dict, sort_keys=True, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+class ShardWriter:
+    """Writes samples into consecutive shards of ``samples_per_shard`` under ``out_url``."""
+
+    def __init__(self, out_url: str, samples_per_shard: int,
+                 on_shard: Callable[[ShardInfo], None] | None = None) -> None:
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        self.out_url = out_url.rstrip("/")
+        self.samples_per_shard = samples_per_shard
+        self.on_shard = on_shard
+        self.shards: list[ShardInfo] = []
+        self._ctx: Any = None
+        self._hasher: _HashingWriter | None = None
+        self._tar: tarfile.TarFile | None = None
+        self._count = 0
+
+    def _open(self) -> None:
+        name = shard_name(len(self.shards))
+        self._ctx = atomic_open(storage.join(self.out_url, name), "wb")
+        fh = self._ctx.__enter__()
+        self._hasher = _HashingWriter(fh)
+        self._tar = tarfile.open(fileobj=self._hasher, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]  # noqa: SIM115
+        self._count = 0
+
+    def _finish(self) -> None:
+        assert self._tar is not None and self._hasher is not None
+        self._tar.close()
+        self._ctx.__exit__(None, None, None)
+        info = ShardInfo(name=shard_name(len(self.shards)), count=self._count,
+                         bytes=self._hasher.size, sha256=self._hasher.sha.hexdigest())
+        self.shards.append(info)
+        self._tar = self._hasher = self._ctx = None
+        if self.on_shard:
+            self.on_shard(info)
+
+    def add(self, key: str, image_bytes: bytes, record_dict: dict[str, Any]) -> None:
+        if self._tar is None:
+            self._open()
+        assert self._tar is not None
+        _add_member(self._tar, f"{key}.jpg", image_bytes)
+        _add_member(self._tar, f"{key}.json", encode_sample_json(record_dict))
+        self._count += 1
+        if self._count >= self.samples_per_shard:
+            self._finish()
+
+    def close(self) -> list[ShardInfo]:
+        if self._tar is not None:
+            self._finish()
+        return self.shards
+
+    def abort(self, exc: BaseException) -> None:
+        """Drop the shard in progress (its temporary file is removed)."""
+        if self._ctx is not None:
+            ctx, self._ctx, self._tar = self._ctx, None, None
+            with contextlib.suppress(BaseException):
+                ctx.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        if ev is None:
+            self.close()
+        else:
+            self.abort(ev)
+
+
+def write_manifest(out_url: str, shards: list[ShardInfo], samples_per_shard: int,
+                   summary: dict[str, Any] | None = None) -> Manifest:
+    m = Manifest(samples_per_shard=samples_per_shard, num_shards=len(shards),
+                 total_samples=sum(s.count for s in shards), total_bytes=sum(s.bytes for s in shards),
+                 shards=shards, summary=summary or {})
+    m.manifest_sha256 = m.body_hash()
+    with atomic_open(storage.join(out_url, MANIFEST_NAME), "w") as fh:
+        fh.write(json.dumps(m.model_dump(), indent=1, sort_keys=True) + "\n")
+    return m
+
+
+def read_manifest(url: str) -> Manifest:
+    """Load and check ``url/manifest.json`` (the hash must match its content)."""
+    murl = storage.join(url, MANIFEST_NAME)
+    fs, path = storage.filesystem(murl)
+    try:
+        with fs.open(path, "r") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as e:
+        raise ManifestError(f"{murl}: no manifest; the shards there are incomplete or not ours") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{murl}: cannot read manifest: {e}") from e
+    try:
+        m = Manifest.model_validate(data)
+    except ValueError as e:
+        raise ManifestError(f"{murl}: malformed manifest: {e}") from e
+    if m.format != MANIFEST_FORMAT or m.version != MANIFEST_VERSION:
+        raise ManifestError(f"{murl}: format {m.format!r} v{m.version} is not {MANIFEST_FORMAT!r} v{MANIFEST_VERSION}")
+    if m.manifest_sha256 != m.body_hash():
+        raise ManifestError(f"{murl}: manifest_sha256 does not match its content (edited or damaged)")
+    return m
+
+
+def shard_urls(url: str, manifest: Manifest | None = None) -> list[str]:
+    m = manifest or read_manifest(url)
+    return [storage.join(url, s.name) for s in m.shards]
+
+
+def verify_shards(url: str, manifest: Manifest | None = None) -> list[str]:
+    """Re-hash every listed shard; returns a list of problems (empty when all match)."""
+    m = manifest or read_manifest(url)
+    problems = []
+    for s in m.shards:
+        surl = storage.join(url, s.name)
+        fs, path = storage.filesystem(surl)
+        try:
+            sha, size = hashlib.sha256(), 0
+            with fs.open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    sha.update(chunk)
+                    size += len(chunk)
+        except OSError as e:
+            problems.append(f"{surl}: cannot read: {e}")
+            continue
+        if size != s.bytes or sha.hexdigest() != s.sha256:
+            problems.append(f"{surl}: {size} bytes sha256 {sha.hexdigest()[:12]}, manifest says "
+                            f"{s.bytes} bytes sha256 {s.sha256[:12]}")
+    return problems
+
+
+def remove_unlisted_shards(url: str, manifest: Manifest) -> list[str]:
+    """Delete ``shard-*.tar`` files of an earlier, larger run that the manifest does not list."""
+    fs, path = storage.filesystem(url)
+    listed = {s.name for s in manifest.shards}
+    removed = []
+    for p in fs.ls(path, detail=False):
+        name = p.rsplit("/", 1)[-1]
+        if SHARD_PATTERN.match(name) and name not in listed:
+            fs.rm(p)
+            removed.append(name)
+    return removed
