@@ -1,10 +1,100 @@
-"""`fgclip annotate` subcommands (owned by the annotate issue)."""
+"""`fgclip annotate`: turn raw images into FineHARD-style records, or make hard negatives alone.
+
+    fgclip annotate --images ROOT --out URL [--config FILE] [--set key=value ...]
+    fgclip annotate negatives --expressions FILE.txt --out FILE.jsonl [--backend rules|llm] [-n 10]
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
+from rich.console import Console
+from rich.table import Table
+
+from fgclip_core.config import ConfigError
+
+console = Console(stderr=True)
 
 
-@click.group(name="annotate")
-def annotate() -> None:
-    """Annotate commands."""
+def _config(path: str | None, overrides: tuple[str, ...]):
+    from fgclip_core.annotate.config import load_annotate_config
+
+    try:
+        return load_annotate_config(path, overrides)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from e
+
+
+@click.group(name="annotate", invoke_without_command=True)
+@click.option("--images", "images_root", help="Folder or URL of the images to annotate (recursive).")
+@click.option("--out", "out", help="Output folder or URL (records/, quarantine/, _done/, summary.json).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML/JSON AnnotateConfig.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. boxes.backend=none.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def annotate(ctx: click.Context, images_root: str | None, out: str | None, config_path: str | None,
+             overrides: tuple[str, ...], no_progress: bool) -> None:
+    """Annotate images: long captions, region boxes + expressions, hard negatives."""
+    if ctx.invoked_subcommand is not None:
+        if images_root or out:
+            raise click.UsageError("--images/--out belong to the pipeline, not to a subcommand")
+        return
+    if not images_root or not out:
+        raise click.UsageError("fgclip annotate needs --images ROOT and --out URL (or a subcommand)")
+    from fgclip_core.annotate.pipeline import Annotator
+
+    cfg = _config(config_path, overrides)
+    summary = Annotator(cfg, images_root, out).run(progress=not no_progress)
+    table = Table(title=f"fgclip annotate -> {out}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows = [("images in", summary.images), ("records out", summary.records), ("quarantined", summary.quarantined),
+            ("chunks (skipped as done)", f"{summary.chunks} ({summary.chunks_skipped})"),
+            ("regions", summary.regions), ("regions with 10 negatives", summary.regions_with_negatives)]
+    rows += [(f"  quarantined at {stage}", n) for stage, n in sorted(summary.quarantined_by_stage.items())]
+    for what, n in rows:
+        table.add_row(what, str(n))
+    console.print(table)
+
+
+@annotate.command(name="negatives")
+@click.option("--expressions", "expressions_path", required=True, help="Text file (or URL): one expression per line.")
+@click.option("--out", "out", required=True, help="JSONL out: {\"expression\", \"negatives\"} per expression.")
+@click.option("--backend", type=click.Choice(["rules", "llm"]), default=None, help="Default: the config's (rules).")
+@click.option("-n", "n", type=click.IntRange(1, 50), default=None, help="Negatives per expression (default 10).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="AnnotateConfig (its endpoint/negatives sections are used).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def negatives(expressions_path: str, out: str, backend: str | None, n: int | None, config_path: str | None,
+              overrides: tuple[str, ...]) -> None:
+    """Hard negatives for referring expressions (one JSON line out per non-empty input line)."""
+    from fgclip_core.annotate.factory import build_negatives
+    from fgclip_core.storage import filesystem
+
+    extra = [*overrides, *([f"negatives.backend={backend}"] if backend else []), *([f"negatives.n={n}"] if n else [])]
+    cfg = _config(config_path, tuple(extra))
+    fs, path = filesystem(expressions_path)
+    with fs.open(path, "rt") as f:
+        expressions = [line.strip() for line in f if line.strip()]
+    results = build_negatives(cfg).generate(expressions)
+    ofs, opath = filesystem(out)
+    parent = opath.rsplit("/", 1)[0] if "/" in opath else ""
+    if parent:
+        ofs.makedirs(parent, exist_ok=True)
+    failed = [r for r in results if r.error]
+    with ofs.open(opath, "wt") as f:
+        for r in results:
+            f.write(json.dumps({"expression": r.expression, "negatives": r.negatives}, ensure_ascii=False) + "\n")
+    if failed:
+        qpath = opath + ".quarantine.jsonl"
+        with ofs.open(qpath, "wt") as f:
+            for r in failed:
+                f.write(json.dumps({"expression": r.expression, "stage": "negatives", "reason": r.error}) + "\n")
+    full = sum(1 for r in results if len(r.negatives) == cfg.negatives.n)
+    console.print(f"{len(results)} expressions: {full} with {cfg.negatives.n} negatives, "
+                  f"{len(results) - full - len(failed)} with fewer, {len(failed)} failed"
+                  + (f" (reasons in {out}.quarantine.jsonl)" if failed else ""))
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,76 @@
+"""Finding and opening the images to annotate (local folders or fsspec URLs)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from fgclip_core.storage import filesystem, join
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    id: str  # WebDataset-safe key (no dots or slashes)
+    f_path: str  # path relative to the images root, as written into the record
+    url: str  # full local path or URL to open
+
+
+@dataclass
+class LoadedImage:
+    ref: ImageRef
+    image: Image.Image  # RGB, EXIF-rotated, downscaled to at most the working size
+    width: int  # size after EXIF rotation, before downscaling
+    height: int
+
+
+class ImageLoadError(ValueError):
+    pass
+
+
+def image_id(rel_path: str) -> str:
+    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
+    return _UNSAFE.sub("_", stem).strip("_") or "image"
+
+
+def list_images(root: str, extensions: Sequence[str]) -> list[ImageRef]:
+    """All images under ``root`` (recursive), sorted by relative path; ids made unique."""
+    fs, base = filesystem(root)
+    if not fs.exists(base):
+        raise FileNotFoundError(f"images root {root!r} does not exist")
+    exts = tuple(e.lower() for e in extensions)
+    rels = sorted(p[len(base.rstrip("/")) + 1:] for p in fs.find(base) if p.lower().endswith(exts))
+    counts = Counter(image_id(r) for r in rels)
+    refs: list[ImageRef] = []
+    for rel in rels:
+        key = image_id(rel)
+        if counts[key] > 1:  # "a/b.jpg" and "a_b.png" would share a key: disambiguate both
+            key = f"{key}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
+        refs.append(ImageRef(key, rel, join(root, rel)))
+    return refs
+
+
+def load_image(ref: ImageRef, max_side: int, max_pixels: int) -> LoadedImage:
+    """Open with PIL, apply EXIF orientation, convert to RGB, downscale to ``max_side``."""
+    fs, path = filesystem(ref.url)
+    try:
+        with fs.open(path, "rb") as f:
+            img = Image.open(f)
+            if img.width * img.height > max_pixels:
+                raise ImageLoadError(f"{ref.f_path}: {img.width}x{img.height} exceeds {max_pixels} pixels")
+            img.load()
+    except ImageLoadError:
+        raise
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise ImageLoadError(f"{ref.f_path}: cannot decode image: {type(e).__name__}: {e}") from e
+    img = ImageOps.exif_transpose(img).convert("RGB")
+    width, height = img.size
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return LoadedImage(ref, img, width, height)

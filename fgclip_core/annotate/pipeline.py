@@ -1,0 +1,218 @@
+"""Stage 4: run captions -> phrases -> boxes -> negatives over a folder of images, chunk by chunk.
+
+Output layout under ``out`` (a local folder or an fsspec URL):
+
+- ``records/chunk-NNNNN.jsonl``: one ``FineHARDRecord.to_dict()`` per line;
+- ``quarantine/chunk-NNNNN.jsonl``: ``{"id", "f_path", "stage", "reason", "record"}`` per image
+  that failed a stage (``record`` holds what was made before the failure, or null);
+- ``_done/chunk-NNNNN.json``: written last; a re-run skips a chunk whose marker names the same
+  images and the same config fingerprint, so an interrupted run resumes where it stopped;
+- ``summary.json``: the counts of the last run.
+
+Every image of the input ends up in exactly one of records or quarantine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from fgclip_core.annotate.boxes import Detector, select_regions, to_regions
+from fgclip_core.annotate.captions import Captioner
+from fgclip_core.annotate.config import AnnotateConfig
+from fgclip_core.annotate.factory import build_captioner, build_detector, build_negatives
+from fgclip_core.annotate.images import ImageLoadError, ImageRef, LoadedImage, list_images, load_image
+from fgclip_core.annotate.negatives import NegativeGenerator
+from fgclip_core.annotate.phrases import Phrase, RulePhraseExtractor
+from fgclip_core.data.records import FineHARDRecord, Region
+from fgclip_core.storage import filesystem, join
+
+log = logging.getLogger(__name__)
+FULL_NEGATIVES = 10  # the data contract: flag_short_neg=1 means exactly 10 negatives
+WORKING_MAX_SIDE = 1024  # images are kept downscaled to this while annotating (boxes are normalised)
+
+
+@dataclass
+class Quarantined:
+    id: str
+    f_path: str
+    stage: str
+    reason: str
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    records: int = 0
+    quarantined: int = 0
+    chunks: int = 0
+    chunks_skipped: int = 0
+    regions: int = 0
+    regions_with_negatives: int = 0
+    quarantined_by_stage: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Summary) -> None:
+        for k in ("images", "records", "quarantined", "regions", "regions_with_negatives"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        by = Counter(self.quarantined_by_stage)
+        by.update(other.quarantined_by_stage)
+        self.quarantined_by_stage = dict(by)
+
+
+def _write_jsonl(url: str, rows: Sequence[dict[str, Any]]) -> None:
+    fs, path = filesystem(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wt") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _read_json(url: str) -> dict[str, Any] | None:
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rt") as f:
+        return json.load(f)
+
+
+def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n: int
+                     ) -> dict[str, str]:
+    """Fill each region's negatives in place; returns {short_expr: error} for backend failures."""
+    exprs = sorted({r.short_expr for r in regions})
+    results = {res.expression: res for res in generator.generate(exprs)}
+    prov = generator.provenance()
+    errors: dict[str, str] = {}
+    for r in regions:
+        res = results[r.short_expr]
+        if res.error is not None:
+            errors[r.short_expr] = res.error
+            continue
+        full = len(res.negatives) == n
+        r.short_expr_negs = list(res.negatives) if full else []
+        r.flag_short_neg = int(full and n == FULL_NEGATIVES)
+        r.provenance["short_expr_negs"] = prov
+    return errors
+
+
+class Annotator:
+    def __init__(self, cfg: AnnotateConfig, images_root: str, out: str, *, captioner: Captioner | None = None,
+                 detector: Detector | None = None, negatives: NegativeGenerator | None = None):
+        self.cfg, self.root, self.out = cfg, images_root, out
+        self.captioner = captioner or build_captioner(cfg, images_root)
+        self.detector = detector if detector is not None else build_detector(cfg)
+        self.negatives = negatives or build_negatives(cfg)
+        self.phrases = RulePhraseExtractor(cfg.phrases)
+        self.fingerprint = hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:16]
+
+    # -- one chunk ---------------------------------------------------------------------------
+    def _chunk(self, refs: Sequence[ImageRef]) -> tuple[list[FineHARDRecord], list[Quarantined]]:
+        quarantine: list[Quarantined] = []
+        loaded: list[LoadedImage] = []
+        for ref in refs:
+            try:
+                loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels))
+            except (ImageLoadError, OSError) as e:
+                quarantine.append(Quarantined(ref.id, ref.f_path, "decode", str(e)))
+
+        records: list[tuple[LoadedImage, FineHARDRecord]] = []
+        for img, cap in zip(loaded, self.captioner.caption(loaded), strict=True):
+            rec = FineHARDRecord(id=img.ref.id, f_path=img.ref.f_path, width=img.width, height=img.height)
+            if cap.error is not None:
+                quarantine.append(Quarantined(rec.id, rec.f_path, "captions", cap.error, rec.to_dict()))
+                continue
+            rec.caption, rec.short_caption = cap.caption, cap.short_caption
+            rec.provenance.update(cap.provenance)
+            records.append((img, rec))
+
+        if self.detector is not None:
+            records = self._boxes(records, quarantine)
+
+        regions = [r for _, rec in records for r in rec.bbox_info]
+        errors = assign_negatives(regions, self.negatives, self.cfg.negatives.n) if regions else {}
+        kept: list[FineHARDRecord] = []
+        for _, rec in records:
+            bad = [e for e in (errors.get(r.short_expr) for r in rec.bbox_info) if e]
+            if bad:
+                quarantine.append(Quarantined(rec.id, rec.f_path, "negatives", bad[0], rec.to_dict()))
+            else:
+                kept.append(rec)
+        return kept, quarantine
+
+    def _boxes(self, records: list[tuple[LoadedImage, FineHARDRecord]], quarantine: list[Quarantined]
+               ) -> list[tuple[LoadedImage, FineHARDRecord]]:
+        assert self.detector is not None
+        phrases: list[list[Phrase]] = [self.phrases.extract(rec.caption) for _, rec in records]
+        found = self.detector.detect([img.image for img, _ in records], [[p.text for p in ps] for ps in phrases])
+        prov, phrase_prov = self.detector.provenance(), self.phrases.provenance()
+        out = []
+        for (img, rec), ps, dets in zip(records, phrases, found, strict=True):
+            if isinstance(dets, str):
+                quarantine.append(Quarantined(rec.id, rec.f_path, "boxes", dets, rec.to_dict()))
+                continue
+            rec.bbox_info = to_regions(select_regions(dets, self.cfg.boxes), ps, prov, phrase_prov)
+            rec.provenance["bbox_info"] = {**prov, "phrases": phrase_prov}
+            out.append((img, rec))
+        return out
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, progress: bool = True, on_chunk: Callable[[int, Summary], None] | None = None) -> Summary:
+        refs = list_images(self.root, self.cfg.pipeline.extensions)
+        size = self.cfg.pipeline.chunk_size
+        chunks = [refs[i: i + size] for i in range(0, len(refs), size)]
+        total = Summary(chunks=len(chunks))
+        with tqdm(total=len(refs), unit="img", desc="annotate", disable=not progress) as bar:
+            for ci, chunk in enumerate(chunks):
+                name = f"chunk-{ci:05d}"
+                marker_url = join(self.out, "_done", f"{name}.json")
+                ids = [r.id for r in chunk]
+                marker = _read_json(marker_url)
+                if marker and marker.get("ids") == ids and marker.get("config") == self.fingerprint:
+                    stats = Summary(**marker["summary"])
+                    total.chunks_skipped += 1
+                else:
+                    if marker:
+                        log.warning("%s: images or config changed since the last run; redoing it", name)
+                    records, quarantine = self._chunk(chunk)
+                    _write_jsonl(join(self.out, "records", f"{name}.jsonl"), [r.to_dict() for r in records])
+                    _write_jsonl(join(self.out, "quarantine", f"{name}.jsonl"), [asdict(q) for q in quarantine])
+                    stats = Summary(images=len(chunk), records=len(records), quarantined=len(quarantine),
+                                    regions=sum(len(r.bbox_info) for r in records),
+                                    regions_with_negatives=sum(g.flag_short_neg for r in records for g in r.bbox_info),
+                                    quarantined_by_stage=dict(Counter(q.stage for q in quarantine)))
+                    if stats.records + stats.quarantined != stats.images:
+                        raise RuntimeError(f"{name}: {stats.images} images in but {stats.records} records + "
+                                           f"{stats.quarantined} quarantined out")
+                    _write_jsonl(marker_url, [{"ids": ids, "config": self.fingerprint, "summary": asdict(stats)}])
+                total.add(stats)
+                bar.update(len(chunk))
+                if on_chunk is not None:
+                    on_chunk(ci, total)
+        _write_jsonl(join(self.out, "summary.json"), [asdict(total)])
+        return total
+
+
+def read_records(out: str) -> list[FineHARDRecord]:
+    """All records of a finished run, in chunk order."""
+    fs, path = filesystem(join(out, "records"))
+    rows: list[FineHARDRecord] = []
+    for p in sorted(fs.glob(path.rstrip("/") + "/chunk-*.jsonl")):
+        with fs.open(p, "rt") as f:
+            rows.extend(FineHARDRecord.from_dict(json.loads(line)) for line in f if line.strip())
+    return rows
+
+
+def read_quarantine(out: str) -> list[dict[str, Any]]:
+    fs, path = filesystem(join(out, "quarantine"))
+    rows: list[dict[str, Any]] = []
+    for p in sorted(fs.glob(path.rstrip("/") + "/chunk-*.jsonl")):
+        with fs.open(p, "rt") as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    return rows
