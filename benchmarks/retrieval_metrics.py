@@ -27,7 +27,7 @@ def make_inputs(n_images: int, per_image: int, dim: int) -> tuple[torch.Tensor, 
     img = torch.nn.functional.normalize(torch.randn(n_images, dim, generator=g), dim=-1)
     t2i = torch.arange(n_images).repeat_interleave(per_image)
     # Texts near their image so the recalls are neither 0 nor 1.
-    txt = torch.nn.functional.normalize(img[t2i] + 1.2 * torch.randn(t2i.numel(), dim, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(img[t2i] + 0.25 * torch.randn(t2i.numel(), dim, generator=g), dim=-1)
     return img, txt, t2i
 
 

@@ -1,0 +1,103 @@
+"""Typed evaluation settings and benchmark specs (the single source of their defaults).
+
+The ``fgclip eval all`` YAML is a :class:`SuiteFile`::
+
+    settings:            # optional, every field has a default
+      batch_size: 32
+    benchmarks:
+      - {name: fgovd-hard, suite: fgovd, data: fgovd/hard.jsonl, images: coco}
+      - {name: sharegpt4v-1k, suite: long-retrieval, format: sharegpt4v, data: share4v.json, images: sg4v}
+      - {name: coco-5k, suite: short-retrieval, data: coco/annotations/captions_val2017.json, images: coco/val2017}
+
+Relative ``data`` / ``images`` / ``classnames`` paths are resolved against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from fgclip_core.config import ConfigError, StrictModel, load_config
+
+Suite = Literal["fgovd", "long-retrieval", "short-retrieval", "zeroshot", "box-cls"]
+SUITES: tuple[str, ...] = ("fgovd", "long-retrieval", "short-retrieval", "zeroshot", "box-cls")
+Format = Literal["auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", "image-folder",
+                 "label-file", "coco-instances"]
+TemplateSet = Literal["clip80", "simple", "none"]
+
+
+class EvalSettings(StrictModel):
+    batch_size: int = Field(32, ge=1, description="images / texts per forward pass")
+    chunk_size: int = Field(1024, ge=1, description="query rows per similarity block in the metrics")
+    recall_ks: tuple[int, ...] = (1, 5, 10)
+    topk: tuple[int, ...] = (1, 5)
+    device: str = "cpu"
+    cache_dir: str | None = Field(None, description="embedding cache; default <output>/cache")
+    templates: TemplateSet = Field("clip80", description="prompts for zero-shot class names")
+    box_templates: TemplateSet = Field("clip80", description="prompts for box-classification class names")
+    gallery_queries: int = Field(3, ge=0, description="sample queries shown in the report")
+    gallery_top: int = Field(5, ge=1)
+    curve_max_k: int = Field(50, ge=1, description="recall@k curves go up to this k")
+    progress: bool = True
+
+    @field_validator("recall_ks", "topk")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("k values must be >= 1")
+        return v
+
+
+class BenchmarkSpec(StrictModel):
+    suite: Suite
+    data: str
+    images: str | None = Field(None, description="images root; Urban-1K defaults to DATA/image")
+    name: str | None = None
+    format: Format = "auto"
+    classnames: str | None = Field(None, description="class-names file (zeroshot)")
+    limit: int | None = Field(None, ge=1, description="first N items (ShareGPT4V: 1000)")
+    split: str = Field("test", description="Karpathy split")
+    max_captions: int = Field(5, ge=1, description="captions per image kept (COCO / Karpathy)")
+    skip_crowd: bool = False
+    basename: bool = Field(False, description="ShareGPT4V: keep only the file name of 'image'")
+
+    def display_name(self) -> str:
+        return self.name or f"{self.suite}:{Path(self.data.rstrip('/')).name}"
+
+
+class SuiteFile(StrictModel):
+    settings: EvalSettings = EvalSettings()
+    benchmarks: list[BenchmarkSpec]
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _unique_names(cls, v: list[BenchmarkSpec]) -> list[BenchmarkSpec]:
+        if not v:
+            raise ValueError("no benchmarks listed")
+        names = [b.display_name() for b in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"benchmark names must be unique, repeated: {dupes}")
+        return v
+
+
+def _resolve(base: Path, p: str | None) -> str | None:
+    if p is None or "://" in p or Path(p).is_absolute():
+        return p
+    return str(base / p)
+
+
+def load_suite_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SuiteFile:
+    """Read the ``all`` YAML; relative paths are taken from the YAML file's folder."""
+    p = Path(path)
+    sf = load_config(SuiteFile, p, overrides)
+    base = p.parent.resolve()
+    try:
+        return sf.model_copy(update={"benchmarks": [
+            b.model_copy(update={"data": _resolve(base, b.data), "images": _resolve(base, b.images),
+                                 "classnames": _resolve(base, b.classnames)})
+            for b in sf.benchmarks]})
+    except ValueError as e:  # pragma: no cover - model_copy does not validate
+        raise ConfigError(f"{p}: {e}") from e

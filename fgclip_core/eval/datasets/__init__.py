@@ -1,0 +1,90 @@
+"""Benchmark readers, one per public layout, and the dispatch from a :class:`BenchmarkSpec`."""
+
+from __future__ import annotations
+
+from fgclip_core.eval import io
+from fgclip_core.eval.config import BenchmarkSpec
+from fgclip_core.eval.datasets._json import load_json
+from fgclip_core.eval.datasets.classification import read_coco_instances, read_image_folder, read_label_file
+from fgclip_core.eval.datasets.errors import BenchmarkFormatError
+from fgclip_core.eval.datasets.fgovd import read_fgovd
+from fgclip_core.eval.datasets.long_captions import SHAREGPT4V_LIMIT, read_dci, read_sharegpt4v, read_urban1k
+from fgclip_core.eval.datasets.short_captions import read_coco_captions, read_karpathy
+from fgclip_core.eval.datasets.types import (
+    BoxClassificationData,
+    ClassificationData,
+    FGOVDData,
+    RetrievalData,
+)
+
+__all__ = ["BenchmarkFormatError", "detect_format", "read_benchmark"]
+
+SUITE_FORMATS = {
+    "fgovd": ("fgovd",),
+    "long-retrieval": ("sharegpt4v", "dci", "urban1k"),
+    "short-retrieval": ("coco", "karpathy"),
+    "zeroshot": ("image-folder", "label-file"),
+    "box-cls": ("coco-instances",),
+}
+
+Data = FGOVDData | RetrievalData | ClassificationData | BoxClassificationData
+
+
+def _exists_or_fail(url: str) -> None:
+    if not io.exists(url):
+        raise BenchmarkFormatError(url, None, "not found")
+
+
+def detect_format(suite: str, data: str) -> str:
+    """The public layout of ``data`` for ``suite`` (from its shape, not its name)."""
+    _exists_or_fail(data)
+    if suite in ("fgovd", "box-cls"):
+        return SUITE_FORMATS[suite][0]
+    is_dir = io.is_dir(data)
+    if suite == "long-retrieval":
+        if is_dir:
+            return "urban1k" if io.is_dir(io.join(data, "caption")) else "dci"
+        return "sharegpt4v"
+    if suite == "short-retrieval":
+        if is_dir:
+            raise BenchmarkFormatError(data, None, "expected a COCO captions or Karpathy split JSON file")
+        doc = load_json(data)
+        if isinstance(doc, dict) and isinstance(doc.get("annotations"), list):
+            return "coco"
+        if isinstance(doc, dict) and isinstance(doc.get("images"), list):
+            return "karpathy"
+        raise BenchmarkFormatError(data, None, "neither COCO captions ('annotations') nor a Karpathy split "
+                                               "('images' with 'sentences')")
+    if suite == "zeroshot":
+        return "image-folder" if is_dir else "label-file"
+    raise ValueError(f"unknown suite {suite!r}")
+
+
+def read_benchmark(spec: BenchmarkSpec) -> Data:
+    fmt = detect_format(spec.suite, spec.data) if spec.format == "auto" else spec.format
+    if fmt not in SUITE_FORMATS[spec.suite]:
+        raise ValueError(f"format {fmt!r} does not belong to suite {spec.suite!r} "
+                         f"(one of {SUITE_FORMATS[spec.suite]})")
+    _exists_or_fail(spec.data)
+    images = spec.images or ""
+    name = spec.display_name()
+    if fmt == "fgovd":
+        return read_fgovd(spec.data, images, name=name)
+    if fmt == "sharegpt4v":
+        return read_sharegpt4v(spec.data, images, limit=spec.limit or SHAREGPT4V_LIMIT,
+                               basename=spec.basename, name=name)
+    if fmt == "dci":
+        return read_dci(spec.data, images, name=name)
+    if fmt == "urban1k":
+        return read_urban1k(spec.data, spec.images, name=name)
+    if fmt == "coco":
+        return read_coco_captions(spec.data, images, max_captions=spec.max_captions, name=name)
+    if fmt == "karpathy":
+        return read_karpathy(spec.data, images, split=spec.split, max_captions=spec.max_captions, name=name)
+    if fmt == "image-folder":
+        return read_image_folder(spec.data, spec.classnames, name=name)
+    if fmt == "label-file":
+        if not spec.classnames:
+            raise BenchmarkFormatError(spec.data, None, "a label file needs a class-names file (--classnames)")
+        return read_label_file(spec.data, images, spec.classnames, name=name)
+    return read_coco_instances(spec.data, images, skip_crowd=spec.skip_crowd, name=name)

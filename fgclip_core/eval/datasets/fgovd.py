@@ -1,0 +1,41 @@
+"""FG-OVD benchmark in the JSONL layout used by the FG-CLIP evaluation scripts.
+
+One object per line: ``img_path`` (relative to the images root, e.g. ``val2017/000000000139.jpg``),
+``bbox`` ``[x, y, w, h]`` in pixels of the original image, ``pos_expression`` (a string or a
+one-element list: the positive description) and ``neg_expression`` (a list of 1 to 10 negative
+descriptions; some items have fewer than 10).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from fgclip_core.eval import io
+from fgclip_core.eval.datasets._json import bbox_xywh, iter_jsonl, require
+from fgclip_core.eval.datasets.errors import BenchmarkFormatError
+from fgclip_core.eval.datasets.types import FGOVDData, FGOVDItem
+
+
+def _texts(value: object, key: str, source: str, line: int) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(t, str) and t.strip() for t in items):
+        raise BenchmarkFormatError(source, line, f"field {key!r} must be a non-empty string or a list of them")
+    return items
+
+
+def read_fgovd(path: str, images_root: str, name: str | None = None) -> FGOVDData:
+    items: list[FGOVDItem] = []
+    for line, obj in iter_jsonl(path):
+        img = require(obj, "img_path", str, path, line)
+        box = bbox_xywh(require(obj, "bbox", list, path, line), path, line)
+        pos = _texts(require(obj, "pos_expression", (str, list), path, line), "pos_expression", path, line)
+        if len(pos) != 1:
+            raise BenchmarkFormatError(path, line, f"expected one positive expression, got {len(pos)}")
+        negs = _texts(require(obj, "neg_expression", list, path, line), "neg_expression", path, line)
+        if not negs:
+            raise BenchmarkFormatError(path, line, "field 'neg_expression' is empty")
+        items.append(FGOVDItem(image=io.join(images_root, img), bbox_xywh=box, positive=pos[0],
+                               negatives=tuple(negs), line=line))
+    if not items:
+        raise BenchmarkFormatError(path, None, "no items")
+    return FGOVDData(name=name or PurePosixPath(path).stem, source=path, items=items)

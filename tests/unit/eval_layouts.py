@@ -1,0 +1,122 @@
+"""Build small benchmark files in each public layout from the bundled sample photos (eval tests only).
+
+Every builder writes the files the real benchmark ships, with the sample's real images and
+hand-written annotations, and returns what the reader must give back so tests can compare.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+
+def records(sample_set, n: int | None = None):
+    return list(sample_set.records)[:n] if n else list(sample_set.records)
+
+
+def box_xywh(region, width: int, height: int) -> list[float]:
+    x1, y1, x2, y2 = region.bbox
+    return [round(x1 * width, 2), round(y1 * height, 2), round((x2 - x1) * width, 2), round((y2 - y1) * height, 2)]
+
+
+def write_fgovd(sample_set, path: Path, negatives: int | None = None) -> list[dict]:
+    """FG-OVD JSONL; ``negatives`` keeps only that many negatives (the benchmark has items with fewer)."""
+    rows = []
+    for r in records(sample_set):
+        for reg in r.bbox_info:
+            negs = reg.short_expr_negs[:negatives] if negatives else reg.short_expr_negs
+            rows.append({"img_path": r.f_path, "bbox": box_xywh(reg, r.width, r.height),
+                         "pos_expression": [reg.short_expr], "neg_expression": list(negs)})
+    path.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    return rows
+
+
+def write_sharegpt4v(sample_set, path: Path, prefix: str = "") -> list[dict]:
+    items = [{"id": r.id, "image": prefix + r.f_path,
+              "conversations": [{"from": "human", "value": "<image>\nDescribe the image in detail."},
+                                {"from": "gpt", "value": r.caption}]} for r in records(sample_set)]
+    path.write_text(json.dumps(items))
+    return items
+
+
+def write_dci(sample_set, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in records(sample_set):
+        (folder / f"{r.id}.json").write_text(json.dumps(
+            {"image": r.f_path, "short_caption": r.short_caption, "extra_caption": r.caption, "mask_data": {}}))
+
+
+def write_urban1k(sample_set, root: Path) -> list[str]:
+    (root / "image").mkdir(parents=True, exist_ok=True)
+    (root / "caption").mkdir(parents=True, exist_ok=True)
+    captions = []
+    for i, r in enumerate(records(sample_set), start=1):
+        Image.open(sample_set.images_root / r.f_path).convert("RGB").save(root / "image" / f"{i}.jpg", quality=90)
+        (root / "caption" / f"{i}.txt").write_text(r.caption + "\n")
+        captions.append(r.caption)
+    return captions
+
+
+def five_captions(r) -> list[str]:
+    """Five distinct short captions per image: the short caption and region phrases."""
+    caps = [r.short_caption] + [reg.short_expr for reg in r.bbox_info]
+    while len(caps) < 5:
+        caps.append(f"a photo showing {r.bbox_info[len(caps) % len(r.bbox_info)].short_expr}")
+    return caps[:5]
+
+
+def write_coco_captions(sample_set, path: Path, extra_caption_for_first: bool = True) -> dict:
+    """``captions_val2017.json`` layout; image ids deliberately not in file order."""
+    recs = records(sample_set)
+    images = [{"id": 1000 - i, "file_name": r.f_path, "width": r.width, "height": r.height}
+              for i, r in enumerate(recs)]
+    anns = []
+    for i, r in enumerate(recs):
+        caps = five_captions(r) + (["a sixth caption that must be dropped"] if i == 0 and extra_caption_for_first else [])
+        anns += [{"image_id": 1000 - i, "id": 10 * i + j, "caption": c} for j, c in enumerate(caps)]
+    doc = {"info": {}, "licenses": [], "images": images, "annotations": anns}
+    path.write_text(json.dumps(doc))
+    return doc
+
+
+def write_karpathy(sample_set, path: Path, n_test: int) -> dict:
+    imgs = []
+    for i, r in enumerate(records(sample_set)):
+        imgs.append({"filename": r.f_path, "imgid": i, "split": "test" if i < n_test else "train",
+                     "sentids": list(range(5 * i, 5 * i + 5)),
+                     "sentences": [{"raw": c, "tokens": c.split(), "imgid": i, "sentid": 5 * i + j}
+                                   for j, c in enumerate(five_captions(r))]})
+    doc = {"images": imgs, "dataset": "flickr30k"}
+    path.write_text(json.dumps(doc))
+    return doc
+
+
+def write_image_folder(sample_set, root: Path, classnames: Path | None = None) -> list[str]:
+    """One class folder per sample photo (folder = record id), names from the short caption."""
+    names = []
+    for r in sorted(records(sample_set), key=lambda r: r.id):
+        d = root / r.id
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sample_set.images_root / r.f_path, d / r.f_path)
+        names.append(r.short_caption)
+    if classnames is not None:
+        classnames.write_text("".join(f"{r.id}\t{r.short_caption}\n" for r in sorted(records(sample_set),
+                                                                                   key=lambda r: r.id)))
+    return names
+
+
+def write_coco_instances(sample_set, path: Path) -> dict:
+    """Boxes of the sample regions; one category per region phrase."""
+    images, anns, cats = [], [], []
+    for i, r in enumerate(records(sample_set)):
+        images.append({"id": i + 1, "file_name": r.f_path, "width": r.width, "height": r.height})
+        for reg in r.bbox_info:
+            cats.append({"id": 100 + len(cats), "name": reg.short_expr, "supercategory": "thing"})
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cats[-1]["id"],
+                         "bbox": box_xywh(reg, r.width, r.height), "iscrowd": 0, "area": 1.0})
+    doc = {"images": images, "annotations": anns, "categories": cats}
+    path.write_text(json.dumps(doc))
+    return doc
