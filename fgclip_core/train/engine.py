@@ -1,0 +1,447 @@
+"""The training loop on DeepSpeed: setup, micro-batch steps, checkpoints/resume, export. No model code.
+
+Run once per process (``launch`` decides how many). Rank 0 alone logs, writes the export and the
+summary; every rank writes its own trainer state into each checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fgclip_core.data.batch import TrainBatch
+from fgclip_core.train import checkpoint as ckpt
+from fgclip_core.train.config import TrainConfig
+from fgclip_core.train.ds_config import build_ds_config, resolve_precision
+from fgclip_core.train.launch import DistInfo, barrier, init_distributed
+from fgclip_core.train.step import FGCLIPTrainModule
+from fgclip_core.train.tracking import NullTracker, Tracker, git_commit
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row; a checkpoint was written before raising."""
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    micro_batches: int
+    samples: int
+    skipped_nonfinite: int
+    final_loss: float | None
+    seconds: float
+    samples_per_s: float
+    resumed_from: str | None
+    checkpoint: str | None
+    export_dir: str | None
+    tracking_uri: str | None
+    run_id: str | None
+    tracking_failures: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig):
+    from fgclip_core.model import FGCLIPModel, load_arch
+
+    if cfg.model.init:
+        model = FGCLIPModel.from_pretrained(cfg.model.init)
+    else:
+        model = FGCLIPModel(load_arch(cfg.model.arch))
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+TEXT_PREFIXES = ("text_model.", "text_projection.", "text_filip_projection.")
+
+
+def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
+    """Norms, biases, logit scales, class/position/token embeddings: no weight decay."""
+    return p.ndim < 2 or ("embedding" in name and "patch_embedding" not in name)
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: (decay | no decay) x (text tower | rest), empty groups dropped."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    names: dict[tuple[bool, bool], list[str]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (_no_decay(name, p), cfg.optim.text_lr is not None and name.startswith(TEXT_PREFIXES))
+        groups.setdefault(key, []).append(p)
+        names.setdefault(key, []).append(name)
+    out = []
+    for (no_decay, text), params in sorted(groups.items()):
+        out.append({"params": params, "weight_decay": 0.0 if no_decay else cfg.optim.weight_decay,
+                    "lr": cfg.optim.text_lr if text else cfg.optim.lr,
+                    "name": f"{'text' if text else 'all'}-{'no_decay' if no_decay else 'decay'}",
+                    "param_names": names[(no_decay, text)]})
+    return out
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Linear warmup from 0, then cosine down to ``min_lr_ratio`` at ``max_steps`` (or constant)."""
+    warm, total, floor = cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if cfg.optim.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, output: str | Path, resume: bool = False,
+                 batches: Callable[[DistInfo, Any], Any] | None = None, progress: bool = True):
+        self.cfg = cfg
+        self.output = Path(output)
+        self.resume = resume
+        self.ckpt_root = self.output / "checkpoints"
+        self.export_dir = self.output / "export"
+        self._batches_factory = batches
+        self.progress = progress
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        import deepspeed
+
+        cfg = self.cfg
+        self.dist = init_distributed()
+        if self.dist.rank == 0:
+            self.output.mkdir(parents=True, exist_ok=True)
+        barrier()
+        self.device = self.dist.device
+        self.precision = resolve_precision(cfg, self.device.type)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_everything(cfg.seed)  # same weights on every rank when starting from scratch
+        model = build_model(cfg)
+        self.model_config = model.config
+        self.eos_id = model.config.text_config.eos_token_id
+        self.module = FGCLIPTrainModule(model, cfg.stage, cfg.loss, self.eos_id)
+        groups = param_groups(model, cfg)
+        for g in groups:
+            g.pop("param_names")
+        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        self.ds_config = build_ds_config(cfg, self.device.type)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=self.module, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        seed_everything(cfg.seed + 1000 * self.dist.rank)  # per-rank stream for anything random later
+        self.assets_dir = self._prepare_assets()
+
+    def _make_batches(self):
+        if self._batches_factory is not None:
+            return self._batches_factory(self.dist, self)
+        from fgclip_core.train.data_source import open_batches
+
+        return open_batches(self.cfg, self.dist, self.model_config, self.assets_dir)
+
+    def _prepare_assets(self) -> Path:
+        """Tokenizer + image processor for the loader and the export: from ``--init``, else built."""
+        from fgclip_core.model import ImageProcessor, build_clip_tokenizer, load_tokenizer
+        from fgclip_core.model.processing import ImageProcessorConfig
+
+        if self.cfg.model.init:
+            src = Path(self.cfg.model.init)
+            try:
+                load_tokenizer(src)
+                ImageProcessor.from_pretrained(src)
+            except Exception as e:
+                raise RuntimeError(f"--init {src}: tokenizer/image processor not loadable ({e}); "
+                                   "`fgclip model convert` writes a complete directory") from e
+            return src
+        out = self.output / "processor"
+        if self.dist.rank == 0 and not (out / "preprocessor_config.json").is_file():
+            tmp = out.with_name("processor.tmp")
+            tmp.mkdir(parents=True, exist_ok=True)
+            build_clip_tokenizer(tmp)
+            ImageProcessor(ImageProcessorConfig(size=self.model_config.vision_config.image_size)).save_pretrained(tmp)
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        barrier()
+        return out
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _save(self, step: int, position: int, counters: dict[str, int], data_state: dict[str, Any]) -> str:
+        tag = ckpt.tag_for(step)
+        tag_dir = self.ckpt_root / tag
+        self.engine.save_checkpoint(str(self.ckpt_root), tag=tag, client_state={"step": step},
+                                    save_latest=False)
+        ckpt.save_rank_state(tag_dir, self.dist.rank, {"step": step, "position": position, "data": data_state,
+                                                           **counters})
+        barrier()
+        if self.dist.rank == 0:
+            ckpt.write_marker(tag_dir, step)
+            for t in ckpt.prune(self.ckpt_root, self.cfg.keep_last):
+                log.info("removed old checkpoint %s", t)
+        barrier()
+        return tag
+
+    def _resume_tag(self) -> str | None:
+        tag = ckpt.latest_valid(self.ckpt_root) if self.dist.rank == 0 else None
+        obj = [tag]
+        if self.dist.world > 1:
+            torch.distributed.broadcast_object_list(obj, src=0)
+        return obj[0]
+
+    # -- export ---------------------------------------------------------------------------------
+    def _export(self) -> Path | None:
+        import deepspeed
+
+        model = self.module.model
+        params = list(model.parameters())
+        gathered = self.ds_config["zero_optimization"]["stage"] == 3
+        ctx = deepspeed.zero.GatheredParameters(params, modifier_rank=0) if gathered else _nullcontext()
+        with ctx:
+            if self.dist.rank == 0:
+                self._write_export(model)
+        barrier()
+        return self.export_dir if self.dist.rank == 0 else None
+
+    def _write_export(self, model) -> None:
+        from fgclip_core.model import ImageProcessor, load_tokenizer
+
+        out = self.export_dir
+        tmp = out.with_name(out.name + ".tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        # a fresh module from the (gathered) tensors: never deepcopy a DeepSpeed-managed module
+        export_model = type(model)(model.config)
+        state = {n: t.detach().float().clone() for n, t in [*model.named_parameters(), *model.named_buffers()]}
+        export_model.load_state_dict(state, strict=True)
+        with torch.no_grad():  # the loss clamps the scales; the export carries the values actually used
+            for name in ("logit_scale", "logit_scale_finegraind", "logit_scale_hardneg"):
+                getattr(export_model, name).clamp_(max=self.cfg.loss.logit_scale_max)
+        export_model.save_pretrained(str(tmp))
+        load_tokenizer(self.assets_dir).save_pretrained(tmp)
+        ImageProcessor.from_pretrained(self.assets_dir).save_pretrained(tmp)
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+
+    # -- loop -----------------------------------------------------------------------------------
+    def run(self) -> TrainSummary:
+        self._setup()
+        cfg, rank, world = self.cfg, self.dist.rank, self.dist.world
+        start = time.perf_counter()
+        position, counters, resumed_from, data_state = 0, {"skipped_nonfinite": 0, "samples": 0}, None, None
+        if self.resume:
+            tag = self._resume_tag()
+            if tag is None:
+                if rank == 0:
+                    log.warning("--resume latest: no usable checkpoint in %s; starting from scratch", self.ckpt_root)
+            else:
+                self.engine.load_checkpoint(str(self.ckpt_root), tag=tag, load_optimizer_states=True,
+                                            load_lr_scheduler_states=True)
+                state = ckpt.load_rank_state(self.ckpt_root / tag, rank)
+                position = state["position"]
+                counters = {k: state[k] for k in counters}
+                data_state = state["data"]
+                ckpt.set_rng_state(state["rng"])
+                resumed_from = tag
+                if self.engine.global_steps != state["step"]:
+                    raise RuntimeError(f"{tag}: DeepSpeed step {self.engine.global_steps} != trainer step {state['step']}")
+
+        tracker = self._tracker()
+        source = self._make_batches()
+        if data_state is not None:
+            source.load_state_dict(data_state)
+        batches: Iterator[TrainBatch] = iter(source)
+        bar = self._progress_bar(self.engine.global_steps)
+        nonfinite_in_row, last_saved, last_loss = 0, None, None
+        window = {"t0": time.perf_counter(), "samples": 0, "tokens": 0, "micro": 0, "sums": {}}
+        status = "FAILED"
+        try:
+            while self.engine.global_steps < cfg.max_steps:
+                batch = next(batches).to(self.device)
+                position += 1
+                if self.precision == "bf16":
+                    batch.pixel_values = batch.pixel_values.to(torch.bfloat16)
+                out = self.engine(batch)
+                loss = out["loss"]
+                if not self._all_finite(loss):
+                    counters["skipped_nonfinite"] += 1
+                    nonfinite_in_row += 1
+                    if rank == 0:
+                        log.warning("non-finite loss at step %d (micro-batch %d): skipped (%d in a row, %d total)",
+                                    self.engine.global_steps, position - 1, nonfinite_in_row,
+                                    counters["skipped_nonfinite"])
+                    if nonfinite_in_row >= cfg.max_nonfinite_in_row:
+                        tag = self._save(self.engine.global_steps, position, counters, source.state_dict())
+                        raise NonFiniteLossError(
+                            f"{nonfinite_in_row} non-finite losses in a row (limit max_nonfinite_in_row="
+                            f"{cfg.max_nonfinite_in_row}) at step {self.engine.global_steps}; checkpoint "
+                            f"{self.ckpt_root / tag} written. Lower the lr, check the data, or resume.")
+                    continue
+                nonfinite_in_row = 0
+                self.engine.backward(loss)
+                before = self.engine.global_steps
+                self.engine.step()
+                stats = self.module.last_stats
+                window["samples"] += stats.samples
+                window["tokens"] += stats.text_tokens
+                window["micro"] += 1
+                for k, v in out.items():
+                    window["sums"][k] = window["sums"].get(k, 0.0) + float(v.detach())
+                counters["samples"] += stats.samples * world
+                if self.engine.global_steps == before:
+                    continue
+                step = self.engine.global_steps
+                metrics = self._step_metrics(window)
+                last_loss = metrics["loss"]
+                if step % cfg.tracking.log_every == 0 or step == cfg.max_steps:
+                    tracker.log_metrics(metrics, step)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", sps=f"{metrics['samples_per_s']:.1f}")
+                window = {"t0": time.perf_counter(), "samples": 0, "tokens": 0, "micro": 0, "sums": {}}
+                if cfg.save_every and step % cfg.save_every == 0:
+                    last_saved = self._save(step, position, counters, source.state_dict())
+            if last_saved != ckpt.tag_for(self.engine.global_steps):
+                last_saved = self._save(self.engine.global_steps, position, counters, source.state_dict())
+            export = self._export() if cfg.export else None
+            status = "FINISHED"
+            if rank == 0:
+                self._final_artifacts(tracker, export)
+        finally:
+            if bar is not None:
+                bar.close()
+            tracker.end(status)
+        seconds = time.perf_counter() - start
+        return TrainSummary(
+            steps=self.engine.global_steps, micro_batches=position, samples=counters["samples"],
+            skipped_nonfinite=counters["skipped_nonfinite"], final_loss=last_loss, seconds=seconds,
+            samples_per_s=counters["samples"] / seconds if seconds else 0.0, resumed_from=resumed_from,
+            checkpoint=str(self.ckpt_root / last_saved) if last_saved else None,
+            export_dir=str(export) if export else None,
+            tracking_uri=getattr(tracker, "uri", None), run_id=tracker.run_id,
+            tracking_failures=list(tracker.failures))
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Every rank must agree (a rank skipping alone would desynchronise the collectives)."""
+        flag = torch.tensor([1.0 if bool(torch.isfinite(loss.detach()).all()) else 0.0], device=self.device)
+        if self.dist.world > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item() == 1.0)
+
+    def _step_metrics(self, window: dict[str, Any]) -> dict[str, float]:
+        keys = sorted(window["sums"])
+        vec = torch.tensor([window["sums"][k] / max(1, window["micro"]) for k in keys]
+                           + [float(window["samples"]), float(window["tokens"])], dtype=torch.float64)
+        if self.dist.world > 1:
+            torch.distributed.all_reduce(vec)
+            vec[: len(keys)] /= self.dist.world
+        dt = max(time.perf_counter() - window["t0"], 1e-9)
+        metrics = {k: float(vec[i]) for i, k in enumerate(keys)}
+        metrics["samples_per_s"] = float(vec[len(keys)]) / dt
+        metrics["tokens_per_s"] = float(vec[len(keys) + 1]) / dt
+        for i, lr in enumerate(self.scheduler.get_last_lr()):
+            metrics[f"lr_group{i}"] = float(lr)
+        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        return metrics
+
+    def _tracker(self) -> Tracker:
+        if self.dist.rank != 0 or not self.cfg.tracking.enabled:
+            t = NullTracker()
+            if self.dist.rank == 0:
+                # local copy still wanted when MLflow is switched off
+                t = Tracker(self.output, self.cfg.tracking.uri, enabled=False)
+                t.start(self.cfg.model_dump(mode="json"), {})
+            return t
+        tc = self.cfg.tracking
+        t = Tracker(self.output, tc.uri, tc.experiment, tc.run_name, tc.system_metrics)
+        tags = {"fgclip.stage": str(self.cfg.stage), "fgclip.world_size": str(self.dist.world),
+                "fgclip.zero_stage": str(self.cfg.deepspeed.zero_stage), "fgclip.precision": self.precision}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        manifest = data_manifest_hash(self.cfg.data.url)
+        if manifest:
+            tags["fgclip.data_manifest_sha256"] = manifest
+        t.start(self.cfg.model_dump(mode="json"), tags)
+        if t.client is not None:
+            import json
+
+            path = self.output / "tracking" / "deepspeed_config.json"
+            path.write_text(json.dumps(self.ds_config, indent=2))
+            t.log_artifact(path, "config")
+            t.log_artifact(self.output / "tracking" / "params.json", "config")
+        return t
+
+    def _final_artifacts(self, tracker: Tracker, export: Path | None) -> None:
+        if export is not None:
+            tracker.log_artifact(export, "export")
+        metrics_file = self.output / "tracking" / "metrics.jsonl"
+        if metrics_file.is_file():
+            tracker.log_artifact(metrics_file, "logs")
+
+    def _progress_bar(self, initial: int):
+        if not self.progress or self.dist.rank != 0:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.cfg.max_steps, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def data_manifest_hash(url: str | None) -> str | None:
+    """SHA-256 of ``URL/manifest.json`` when the data has one (shards written by the data layer)."""
+    if not url or url.startswith("synthetic://"):
+        return None
+    import hashlib
+
+    from fgclip_core.storage import filesystem, join
+
+    try:
+        fs, path = filesystem(join(url, "manifest.json"))
+        with fs.open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except (OSError, FileNotFoundError):
+        return None
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def summary_dict(s: TrainSummary) -> dict[str, Any]:
+    return asdict(s)
