@@ -89,7 +89,9 @@ def _normalise_box(box_px: list[float], width: int, height: int, where: str) -> 
         raise ValueError(f"{where}: bbox_px needs 4 numbers, got {box_px!r}")
     x1, y1, x2, y2 = box_px
     if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-        raise ValueError(f"{where}: bbox_px {box_px!r} is not inside a {width}x{height} image with x1<x2, y1<y2")
+        raise ValueError(
+            f"{where}: bbox_px {box_px!r} is not inside a {width}x{height} image with x1<x2, y1<y2"
+        )
     return [round(x1 / width, 6), round(y1 / height, 6), round(x2 / width, 6), round(y2 / height, 6)]
 
 
