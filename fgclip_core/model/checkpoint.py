@@ -1,0 +1,213 @@
+"""Reading and writing model checkpoints (Hugging Face directory layout, official FG-CLIP keys).
+
+Accepted inputs, told apart by ``config.json`` and by the keys present:
+- FG-CLIP checkpoints written by :func:`save_model` (``model_type: fgclip``) or the official FG-CLIP
+  release (CLIP-style config, state dict already holding ``position_embedding_ori/_res``);
+- ``transformers`` CLIP checkpoints (``model_type: clip``): the 77 positions are resized to 248,
+  ``text_filip_projection`` is copied from ``text_projection`` and the region/hard-negative logit
+  scales from ``logit_scale``.
+Weights are read from safetensors first; ``.bin`` files only with ``torch.load(weights_only=True)``.
+Every failure is a :class:`CheckpointError` naming the file and the offending keys or shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from fgclip_core import storage
+from fgclip_core.config import ConfigError
+from fgclip_core.model.config import FGCLIPConfig
+from fgclip_core.model.modeling import FGCLIPModel, long_positions_from_short
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_NAME = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+WEIGHT_CANDIDATES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
+# Buffers that some writers (older transformers, the official release) put into state dicts.
+IGNORED_KEY_SUFFIXES = ("embeddings.position_ids",)
+
+LONG_KEYS = ("text_model.embeddings.position_embedding_ori.weight",
+             "text_model.embeddings.position_embedding_res.weight")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the model; the message says which and why."""
+
+
+# ---- locations ---------------------------------------------------------------------------------
+def cache_root() -> Path:
+    return Path(os.environ.get("FGCLIP_HOME", Path.home() / ".cache" / "fgclip")) / "checkpoints"
+
+
+def resolve_local(path: str | Path) -> Path:
+    """A local directory for ``path``; remote URLs (``s3://`` ...) are copied into the cache once."""
+    text = str(path)
+    if not storage.is_remote(text):
+        return Path(text.removeprefix("file://"))
+    fs, remote = storage.filesystem(text)
+    if not fs.exists(remote):
+        raise CheckpointError(f"{text}: checkpoint directory does not exist")
+    dest = cache_root() / hashlib.sha256(text.encode()).hexdigest()[:16]
+    if not (dest / ".complete").exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
+        try:
+            fs.get(remote.rstrip("/") + "/", str(tmp), recursive=True)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        (dest / ".complete").write_text(text + "\n")
+    return dest
+
+
+# ---- reading -----------------------------------------------------------------------------------
+def read_config(directory: Path) -> FGCLIPConfig:
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing; a checkpoint directory needs {CONFIG_NAME} and weights")
+    try:
+        return FGCLIPConfig.from_file(cfg_path)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from e
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as e:  # safetensors raises its own error type for truncated/corrupt files
+        raise CheckpointError(f"{file}: cannot read safetensors weights (truncated or corrupt?): {e}") from e
+
+
+def _read_bin(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{file}: cannot read weights with torch.load(weights_only=True) "
+                              f"(truncated, corrupt, or holds non-tensor objects): {e}") from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{file}: expected a mapping of parameter names to tensors")
+    return obj
+
+
+def _read_index(index: Path, reader) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{index}: not a valid shard index: {e}") from e
+    out: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        file = index.parent / shard
+        if not file.is_file():
+            raise CheckpointError(f"{file}: shard listed in {index.name} is missing")
+        out.update(reader(file))
+    missing = sorted(set(weight_map) - set(out))
+    if missing:
+        raise CheckpointError(f"{index}: keys listed in the index are absent from the shards: {missing[:10]}")
+    return out
+
+
+def read_state_dict(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """``(state_dict, file)`` from the first weights file found, safetensors preferred."""
+    for name in WEIGHT_CANDIDATES:
+        file = directory / name
+        if file.is_file():
+            if name == SAFETENSORS_NAME:
+                return _read_safetensors(file), file
+            if name == SAFETENSORS_INDEX:
+                return _read_index(file, _read_safetensors), file
+            if name == BIN_NAME:
+                return _read_bin(file), file
+            return _read_index(file, _read_bin), file
+    raise CheckpointError(f"{directory}: no weights file; expected one of {', '.join(WEIGHT_CANDIDATES)}")
+
+
+def convert_clip_state_dict(sd: dict[str, torch.Tensor], config: FGCLIPConfig) -> dict[str, torch.Tensor]:
+    """A ``transformers`` CLIP state dict -> FG-CLIP (FG-CLIP's initialisation from CLIP)."""
+    out = dict(sd)
+    short_key = "text_model.embeddings.position_embedding.weight"
+    for key in (short_key, "text_projection.weight", "logit_scale"):
+        if key not in sd:
+            raise CheckpointError(f"CLIP state dict lacks {key!r}, needed to build the FG-CLIP heads")
+    long = long_positions_from_short(sd[short_key], config.text_config.long_keep_positions)
+    out[LONG_KEYS[0]] = long.clone()
+    out[LONG_KEYS[1]] = long.clone()
+    out["text_filip_projection.weight"] = sd["text_projection.weight"].clone()
+    out["logit_scale_finegraind"] = sd["logit_scale"].clone()
+    out["logit_scale_hardneg"] = sd["logit_scale"].clone()
+    return out
+
+
+def _check_keys(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], file: Path) -> None:
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(k for k in set(sd) - set(expected))
+    wrong = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+             for k in sorted(set(sd) & set(expected)) if tuple(sd[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {missing[:20]}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:20]}")
+    if wrong:
+        problems.append(f"shape mismatches ({len(wrong)}): {wrong[:20]}")
+    if problems:
+        raise CheckpointError(f"{file}: does not fit the architecture in {CONFIG_NAME}: " + "; ".join(problems))
+
+
+def load_model(path: str | Path, dtype: torch.dtype | None = torch.float32) -> FGCLIPModel:
+    directory = resolve_local(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory does not exist")
+    config = read_config(directory)
+    sd, file = read_state_dict(directory)
+    sd = {k: v for k, v in sd.items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
+    has_long = [k in sd for k in LONG_KEYS]
+    if not any(has_long):
+        log.info("%s: CLIP checkpoint without long positions: converting to FG-CLIP", file)
+        sd = convert_clip_state_dict(sd, config)
+    with torch.device("meta"):
+        model = FGCLIPModel(config)
+    _check_keys(sd, model.state_dict(), file)
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model
+
+
+# ---- writing -----------------------------------------------------------------------------------
+def save_model(model: FGCLIPModel, path: str | Path) -> None:
+    """Write ``config.json`` + ``model.safetensors`` (local directory or URL)."""
+    text = str(path)
+    if storage.is_remote(text):
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(model, tmp)
+            fs, remote = storage.filesystem(text)
+            fs.makedirs(remote, exist_ok=True)
+            for f in sorted(Path(tmp).iterdir()):
+                fs.put(str(f), f"{remote.rstrip('/')}/{f.name}")
+        return
+    directory = Path(text.removeprefix("file://"))
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / f".{SAFETENSORS_NAME}.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / SAFETENSORS_NAME)
+    model.config.save(directory / CONFIG_NAME)
