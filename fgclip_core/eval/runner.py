@@ -1,0 +1,109 @@
+"""Run benchmarks for a model (and optionally a baseline), write results, the report, and log.
+
+Output layout (``OUT``):
+* one benchmark: ``OUT/metrics.json``, ``OUT/details.jsonl``, ``OUT/result.json``, baseline under
+  ``OUT/baseline/``;
+* several (``fgclip eval all``): the same per benchmark under ``OUT/<name>/`` and a summary
+  ``OUT/metrics.json`` = ``{"suite": "all", "n": total, "metrics": {"<name>/<metric>": value}}``;
+* always ``OUT/report.html`` and ``OUT/report.png``; the embedding cache under ``OUT/cache``
+  unless ``settings.cache_dir`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fgclip_core.eval.cache import EmbeddingCache
+from fgclip_core.eval.config import BenchmarkSpec, EvalSettings
+from fgclip_core.eval.datasets import read_benchmark
+from fgclip_core.eval.encoder import CachedEncoder, Encoder, FGCLIPEncoder
+from fgclip_core.eval.report import ReportPaths, write_report
+from fgclip_core.eval.result import SuiteResult
+from fgclip_core.eval.suites import box_cls, fgovd, long_retrieval, short_retrieval, zeroshot
+from fgclip_core.eval.tracking import log_to_mlflow, mlflow_name
+
+log = logging.getLogger(__name__)
+
+SUITE_RUNNERS = {
+    "fgovd": fgovd.run,
+    "long-retrieval": long_retrieval.run,
+    "short-retrieval": short_retrieval.run,
+    "zeroshot": zeroshot.run,
+    "box-cls": box_cls.run,
+}
+
+EncoderFactory = Callable[[str, EvalSettings], Encoder]
+
+
+def default_encoder_factory(model_dir: str, settings: EvalSettings) -> Encoder:
+    return FGCLIPEncoder(model_dir, device=settings.device)
+
+
+@dataclass
+class EvalOutcome:
+    results: list[tuple[SuiteResult, SuiteResult | None]]
+    metrics_path: Path
+    report: ReportPaths
+    mlflow_run_id: str | None
+
+
+def _cached(model_dir: str, settings: EvalSettings, out: Path, factory: EncoderFactory) -> CachedEncoder:
+    enc = factory(model_dir, settings)
+    root = Path(settings.cache_dir) if settings.cache_dir else out / "cache"
+    return CachedEncoder(enc, EmbeddingCache(root, enc.fingerprint), settings.batch_size, settings.progress)
+
+
+def run_benchmark(spec: BenchmarkSpec, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
+    data = read_benchmark(spec)
+    result = SUITE_RUNNERS[spec.suite](data, encoder, settings)
+    if result.missing_images:
+        log.warning("%s: %d missing or unreadable image(s), e.g. %s", result.benchmark,
+                    len(result.missing_images), result.missing_images[0])
+    return result
+
+
+def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, settings: EvalSettings | None = None,
+             baseline_dir: str | None = None, tracking_uri: str | None = None,
+             encoder_factory: EncoderFactory = default_encoder_factory) -> EvalOutcome:
+    settings = settings or EvalSettings()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = _cached(model_dir, settings, out, encoder_factory)
+    base = _cached(baseline_dir, settings, out, encoder_factory) if baseline_dir else None
+    single = len(specs) == 1
+    pairs: list[tuple[SuiteResult, SuiteResult | None]] = []
+    artifacts: list[tuple[Path, str]] = []
+    for spec in specs:
+        bench_dir = out if single else out / spec.display_name()
+        res = run_benchmark(spec, model, settings)
+        res.write(bench_dir)
+        artifacts.append((bench_dir / "metrics.json", "eval" if single else f"eval/{spec.display_name()}"))
+        base_res = None
+        if base is not None:
+            base_res = run_benchmark(spec, base, settings)
+            base_res.write(bench_dir / "baseline")
+        pairs.append((res, base_res))
+
+    if single:
+        metrics_path = out / "metrics.json"
+    else:
+        summary = {"suite": "all", "n": sum(r.n for r, _ in pairs),
+                   "metrics": {f"{r.benchmark}/{k}": v for r, _ in pairs for k, v in r.metrics.items()},
+                   "benchmarks": {r.benchmark: {"suite": r.suite, "n": r.n, "dir": r.benchmark} for r, _ in pairs}}
+        if base is not None:
+            summary["baseline_metrics"] = {f"{b.benchmark}/{k}": v for _, b in pairs if b
+                                           for k, v in b.metrics.items()}
+        metrics_path = out / "metrics.json"
+        metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
+    report = write_report(pairs, out, model=model_dir, baseline=baseline_dir)
+    artifacts += [(report.html, "eval"), (report.png, "eval")]
+
+    flat = {mlflow_name("eval", r.benchmark, k): v for r, _ in pairs for k, v in r.metrics.items()}
+    flat.update({mlflow_name("eval_baseline", b.benchmark, k): v for _, b in pairs if b for k, v in b.metrics.items()})
+    run_id = log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri,
+                           tags={"eval.model": model_dir, "eval.baseline": baseline_dir or ""})
+    return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id)

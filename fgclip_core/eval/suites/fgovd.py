@@ -1,0 +1,79 @@
+"""FG-OVD fine-grained understanding: does the region match its positive description best?
+
+Per item: the image is resized to the model's square input, the box (xywh pixels) becomes
+normalised xyxy and then RoI features on the patch grid; the positive and the 1-10 negative
+descriptions are encoded in short (77-token) mode; the item is correct when the positive scores
+strictly above every negative (ties count as wrong, see ``fgclip_core.eval.metrics``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from fgclip_core.eval.config import EvalSettings
+from fgclip_core.eval.datasets.types import FGOVDData
+from fgclip_core.eval.encoder import CachedEncoder
+from fgclip_core.eval.metrics import accuracy, multiple_choice_ranks, recall_curve
+from fgclip_core.eval.result import SuiteResult
+
+SUITE = "fgovd"
+TEXT_MODE = "short"
+
+
+def run(data: FGOVDData, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
+    by_image: OrderedDict[str, list[int]] = OrderedDict()
+    for idx, item in enumerate(data.items):
+        by_image.setdefault(item.image, []).append(idx)
+    requests = [(img, [data.items[i].bbox_xywh for i in idxs]) for img, idxs in by_image.items()]
+    region_feats = encoder.regions(requests)
+
+    region: dict[int, torch.Tensor] = {}
+    missing = []
+    for (img, idxs), feats in zip(by_image.items(), region_feats, strict=True):
+        if feats is None:
+            missing.append(img)
+            continue
+        for row, i in enumerate(idxs):
+            region[i] = feats[row]
+    kept = [i for i in range(len(data.items)) if i in region]
+    if not kept:
+        raise RuntimeError(f"{data.source}: none of the {len(by_image)} images could be read "
+                           f"(first: {next(iter(by_image))})")
+
+    items = [data.items[i] for i in kept]
+    texts = list(dict.fromkeys(t for it in items for t in (it.positive, *it.negatives)))
+    text_emb = encoder.texts(texts, TEXT_MODE)
+    row_of = {t: r for r, t in enumerate(texts)}
+    m = max(len(it.negatives) for it in items)
+    regions = torch.stack([region[i] for i in kept])
+    pos_idx = torch.tensor([row_of[it.positive] for it in items])
+    neg_idx = torch.zeros(len(items), m, dtype=torch.long)
+    neg_mask = torch.zeros(len(items), m, dtype=torch.bool)
+    for r, it in enumerate(items):
+        neg_idx[r, : len(it.negatives)] = torch.tensor([row_of[t] for t in it.negatives])
+        neg_mask[r, : len(it.negatives)] = True
+    pos_scores = (regions * text_emb[pos_idx]).sum(-1)
+    neg_scores = torch.einsum("nd,nmd->nm", regions, text_emb[neg_idx]).masked_fill(~neg_mask, 0.0)
+    ranks = multiple_choice_ranks(pos_scores, neg_scores, neg_mask)
+
+    details = []
+    for r, it in enumerate(items):
+        n_neg = len(it.negatives)
+        details.append({"line": it.line, "image": it.image, "bbox_xywh": list(it.bbox_xywh),
+                        "positive": it.positive, "positive_score": float(pos_scores[r]),
+                        "negatives": list(it.negatives), "negative_scores": neg_scores[r, :n_neg].tolist(),
+                        "rank": int(ranks[r]), "correct": bool(ranks[r] == 0)})
+    # Gallery: the first items, and the first mistakes, so the report shows both.
+    wrong = [d for d in details if not d["correct"]]
+    right = [d for d in details if d["correct"]]
+    q = settings.gallery_queries
+    gallery = [{"kind": "fgovd", **d} for d in (right[:q] + wrong[:q])]
+    encoder.save()
+    return SuiteResult(suite=SUITE, benchmark=data.name, n=len(items), metrics={"accuracy": accuracy(ranks)},
+                       counts={"items": len(items), "images": len(by_image) - len(missing),
+                               "missing_images": len(missing), "skipped_items": len(data.items) - len(items)},
+                       missing_images=missing, details=details,
+                       curves={"accuracy": recall_curve(ranks, min(settings.curve_max_k, m + 1))},
+                       gallery=gallery, model=encoder.fingerprint[:16])
