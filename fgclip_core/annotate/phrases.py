@@ -18,7 +18,8 @@ from fgclip_core.annotate.config import PhraseConfig
 from fgclip_core.annotate.lexicon import Lexicon, Token, load_lexicon
 from fgclip_core.annotate.negatives import find_slots, normalise
 
-PARTITIVES = frozenset({"pair", "group", "bunch", "couple", "stack", "pile", "set", "row", "cluster", "slice",
+ADJ_SUFFIXES = ("ed", "ing")
+PARTITIVES = frozenset({"mix", "pair", "group", "bunch", "couple", "stack", "pile", "set", "row", "cluster", "slice",
                         "piece", "herd", "flock", "bowl", "cup", "glass", "plate", "box", "bottle", "jar",
                         "basket", "bag", "loaf", "sheet", "line", "bouquet", "crowd", "team"})
 
@@ -52,15 +53,19 @@ class RulePhraseExtractor:
 
         def close() -> None:
             nonlocal cur, head
-            if head and head.lower() not in lex.non_objects and head.lower() not in lex.pronouns:
+            h = head.lower()
+            informative = len(cur) > 1 and (cur[0].low in lex.determiners or any(
+                lex.attribute(t.low) or t.low in lex.modifier_words for t in cur[:-1]))
+            if head and informative and h not in lex.non_objects and h not in lex.pronouns and not lex.attribute(h):
                 chunks.append((cur, head))
             cur, head = [], ""
 
         for i, tok in enumerate(tokens):
             w = tok.low
             nxt = tokens[i + 1].low if i + 1 < len(tokens) else ""
+            adjective_head = head.lower().endswith(ADJ_SUFFIXES)  # "a mottled grey ...", "a worn, wooden ..."
             if not tok.is_word:
-                if tok.text == "-" and cur:  # keep hyphenated compounds split by spaces together
+                if tok.text in "-," and adjective_head and nxt and not lex.is_function_word(nxt):
                     continue
                 close()
             elif w == "of" and head and head.lower() in PARTITIVES:
@@ -69,18 +74,21 @@ class RulePhraseExtractor:
             elif w in lex.determiners and not (w == "that" and head):
                 if head:
                     close()
-                if w in ("one", "pair") and nxt == "of":
+                if w == "one" and nxt == "of":
                     close()
                     continue
                 cur = [*cur, tok] if cur and not head else [tok]
             elif i in attr_idx or (w in lex.modifier_words and nxt and lex.attribute(nxt)):
-                if head:
+                if head and not adjective_head:
                     close()
                 cur.append(tok)
+                head = ""
             elif w in lex.adverbs and not head:
                 cur.append(tok)
-            elif lex.is_function_word(w) or (head and (w.endswith("ing") or w.endswith("ed"))):
+            elif lex.is_function_word(w) or (head and not adjective_head and w.endswith(ADJ_SUFFIXES)):
                 close()
+            elif not cur and w.endswith(("ing", "ed")):
+                continue  # a participle does not start a phrase ("... showing her body")
             else:
                 cur.append(tok)
                 head = tok.text
@@ -98,7 +106,7 @@ class RulePhraseExtractor:
                 if len([t for t in toks if t.is_word]) > self.cfg.max_words:
                     continue
                 text = sentence[toks[0].start: toks[-1].end]
-                if toks[0].low in self.lex.determiners:
+                if toks[0].low in self.lex.determiners or self.lex.attribute(toks[0].low):
                     text = text[:1].lower() + text[1:]
                 key = normalise(text)
                 if key in seen:
