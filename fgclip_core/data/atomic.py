@@ -32,7 +32,7 @@ def atomic_open(url: str, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
         raise ValueError(f"atomic_open writes only, got mode {mode!r}")
     fs, path = storage.filesystem(url)
     parent = path.rpartition("/")[0]
-    if parent:
+    if parent and not storage.is_remote(url):  # object stores have no folders (and buckets are not ours to create)
         fs.makedirs(parent, exist_ok=True)
     tmp = temp_name(path)
     fh = fs.open(tmp, mode, **kwargs)

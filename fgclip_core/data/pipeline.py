@@ -52,8 +52,9 @@ def ensure_writable(url: str) -> None:
     """Fail early, before hours of work, when ``url`` cannot take files."""
     probe = storage.join(url, "_tmp.write-probe")
     try:
-        fs, path = storage.filesystem(url)
-        fs.makedirs(path, exist_ok=True)
+        if not storage.is_remote(url):
+            fs, path = storage.filesystem(url)
+            fs.makedirs(path, exist_ok=True)
         with atomic_open(probe, "w") as fh:
             fh.write("ok")
         storage.filesystem(probe)[0].rm(storage.filesystem(probe)[1])

@@ -228,3 +228,18 @@ def remove_unlisted_shards(url: str, manifest: Manifest) -> list[str]:
             fs.rm(p)
             removed.append(name)
     return removed
+
+
+def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO[bytes]:
+    fs, path = storage.filesystem(url)
+    return fs.open(path, mode)
+
+
+def register_webdataset_schemes(schemes: tuple[str, ...] = ("s3",)) -> None:
+    """Let plain ``webdataset`` open ``s3://`` URLs through ``fgclip_core.storage`` (s3fs,
+    ``AWS_ENDPOINT_URL``). Webdataset itself has no s3 scheme; call this once per process."""
+    import importlib
+
+    gopen_module = importlib.import_module("webdataset.gopen")  # `webdataset.gopen` the attribute is a function
+    for scheme in schemes:
+        gopen_module.gopen_schemes[scheme] = _gopen_fsspec

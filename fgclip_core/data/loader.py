@@ -1,0 +1,443 @@
+"""The training input pipeline: manifest-listed shards -> ``TrainBatch``es.
+
+Splitting: logical worker ``w`` of rank ``r`` (of ``R`` ranks and ``W`` workers) owns the shards
+``i`` with ``i % (R*W) == r*W + w``; fewer shards than ``R*W`` is an error (a worker would starve).
+``mode="shuffle"`` walks the owned shards once per epoch in a seeded order; ``mode="resample"``
+draws owned shards with replacement, endlessly. Samples pass a seeded shuffle buffer, are decoded
+(``images.decode_image``), processed (``ImageProcessor.preprocess_one``), and collated into
+batches inside the worker; texts are tokenised once per batch (``FGCLIPTokenizer.encode``).
+
+Determinism: every random choice comes from RNGs seeded by (seed, epoch, rank, logical worker)
+and, per sample, its stream position. The torch DataLoader returns worker batches round-robin;
+the loader records which logical worker made each batch and how far that worker's stream went,
+so ``state_dict()`` / ``load_state_dict()`` resume exactly: the resumed stream equals the tail of
+the uninterrupted one (workers replay their stream up to the saved position without decoding,
+and physical worker 0 takes the logical worker that was next in the round-robin).
+
+Bad samples met at read time (unreadable tar, missing part, bad JSON, undecodable image) are
+logged (up to ``log_bad_samples`` per worker), counted in ``counters`` and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from fgclip_core import storage
+from fgclip_core.data.batch import TrainBatch
+from fgclip_core.data.config import LoaderConfig, ReadConfig, ValidationConfig
+from fgclip_core.data.errors import RecordError
+from fgclip_core.data.images import decode_image
+from fgclip_core.data.io import record_from_raw
+from fgclip_core.data.records import FineHARDRecord
+from fgclip_core.data.shards import Manifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class Tokenizer(Protocol):
+    pad_token_id: int
+
+    def encode(self, texts: list[str], mode: str = "long") -> torch.Tensor: ...
+
+
+class Processor(Protocol):
+    size: int
+
+    def preprocess_one(self, image: Any) -> torch.Tensor: ...
+
+
+class StarvationError(ValueError):
+    """Fewer shards than ranks x workers: some worker would get no data."""
+
+
+class LoaderStateError(ValueError):
+    """A saved loader state does not fit this loader (other seed, world size, workers or source)."""
+
+
+def derive_seed(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
+
+
+def owned_shards(num_shards: int, rank: int, world_size: int, worker: int, num_workers: int) -> list[int]:
+    slots = world_size * num_workers
+    if num_shards < slots:
+        raise StarvationError(
+            f"{num_shards} shard(s) for {world_size} rank(s) x {num_workers} worker(s): at least {slots} "
+            f"shards are needed so that no worker starves; rebuild with a smaller --samples-per-shard "
+            f"or use fewer workers")
+    return list(range(rank * num_workers + worker, num_shards, slots))
+
+
+@dataclass
+class _Sample:
+    key: str
+    pixel_values: torch.Tensor
+    record: FineHARDRecord
+    region_texts: list[str]
+
+
+@dataclass
+class _Counters:
+    samples_ok: int = 0
+    bad_samples: int = 0
+    shard_errors: int = 0
+    bad_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples_ok": self.samples_ok, "bad_samples": self.bad_samples,
+                "shard_errors": self.shard_errors, "bad_by_reason": dict(self.bad_by_reason)}
+
+
+class _BadSample(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
+    """Group consecutive tar members by key (WebDataset rules: key = name up to the first dot of the
+    basename). Yields ``{"__key__": key, "__url__": url, ext: bytes, ...}``; raises on a bad tar."""
+    fs, path = storage.filesystem(url)
+    with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+        current: dict[str, Any] | None = None
+        for member in tar:
+            if not member.isfile():
+                continue
+            dirname, _, base = member.name.rpartition("/")
+            if "." not in base:
+                continue
+            stem, ext = base.split(".", 1)
+            key = f"{dirname}/{stem}" if dirname else stem
+            f = tar.extractfile(member)
+            data = f.read() if f is not None else b""
+            if current is None or current["__key__"] != key:
+                if current is not None:
+                    yield current
+                current = {"__key__": key, "__url__": url}
+            current[ext.lower()] = data
+        if current is not None:
+            yield current
+
+
+class _WorkerStream:
+    """One logical worker's deterministic stream of batches (runs in a DataLoader worker or inline)."""
+
+    def __init__(self, loader: FineHARDLoader, worker: int, start_position: int, epoch: int) -> None:
+        self.loader = loader
+        self.cfg = loader.cfg
+        self.worker = worker
+        self.start = start_position
+        self.epoch = epoch
+        self.shards = owned_shards(len(loader.urls), loader.rank, loader.world_size, worker, loader.num_logical)
+        self.counters = _Counters()
+        self.logged = 0
+        self.validation = ValidationConfig()
+        self.read_cfg = ReadConfig(strip_prefixes=[])
+
+    def _seed(self, *extra: Any) -> int:
+        return derive_seed(self.cfg.seed, self.epoch, self.loader.rank, self.worker, *extra)
+
+    def _shard_sequence(self) -> Iterator[int]:
+        rng = random.Random(self._seed("shards"))
+        if self.cfg.mode == "shuffle":
+            order = list(self.shards)
+            rng.shuffle(order)
+            yield from order
+        else:
+            while True:
+                yield rng.choice(self.shards)
+
+    def _raw(self) -> Iterator[dict[str, Any]]:
+        failed_in_a_row = 0
+        for i in self._shard_sequence():
+            url = self.loader.urls[i]
+            got = 0
+            try:
+                for sample in iter_tar_samples(url):
+                    got += 1
+                    yield sample
+            except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+                self.counters.shard_errors += 1
+                log.warning("worker %d: shard %s unreadable from here on, skipping its rest: %s", self.worker, url, e)
+            failed_in_a_row = 0 if got else failed_in_a_row + 1
+            if failed_in_a_row >= 3 * len(self.shards) and self.cfg.mode == "resample":
+                raise RuntimeError(f"worker {self.worker}: none of its {len(self.shards)} shards yields a sample "
+                                   f"(e.g. {url}); the data is unreadable")
+
+    def _shuffled(self) -> Iterator[dict[str, Any]]:
+        size = self.cfg.shuffle_buffer
+        if size <= 1:
+            yield from self._raw()
+            return
+        rng = random.Random(self._seed("buffer"))
+        buf: list[dict[str, Any]] = []
+        for s in self._raw():
+            buf.append(s)
+            if len(buf) >= size:
+                j = rng.randrange(len(buf))
+                buf[j], buf[-1] = buf[-1], buf[j]
+                yield buf.pop()
+        rng.shuffle(buf)
+        yield from buf
+
+    def _bad(self, raw: dict[str, Any], reason: str, detail: str) -> None:
+        self.counters.bad_samples += 1
+        self.counters.bad_by_reason[reason] += 1
+        if self.logged < self.cfg.log_bad_samples:
+            self.logged += 1
+            log.warning("worker %d: skipping sample %s from %s: %s: %s", self.worker, raw.get("__key__"),
+                        raw.get("__url__"), reason, detail)
+
+    def _region_texts(self, record: FineHARDRecord, rng: random.Random) -> list[str]:
+        out = []
+        for region in record.bbox_info[: self.cfg.max_boxes]:
+            long = region.long_expr if region.long_expr.strip() else region.short_expr
+            if self.cfg.region_text == "short":
+                out.append(region.short_expr)
+            elif self.cfg.region_text == "long":
+                out.append(long)
+            else:
+                out.append(rng.choice([region.short_expr, long]))
+        return out
+
+    def _sample(self, raw: dict[str, Any], position: int) -> _Sample:
+        image = next((raw[e] for e in IMAGE_EXTS if e in raw), None)
+        if image is None or "json" not in raw:
+            raise _BadSample("sample_incomplete", f"has parts {sorted(k for k in raw if not k.startswith('__'))}")
+        try:
+            record = record_from_raw(json.loads(raw["json"]), self.read_cfg)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _BadSample("record_malformed", f"json: {e}") from e
+        except RecordError as e:
+            raise _BadSample(e.reason.value, e.detail) from e
+        size = self.loader.processor.size
+        try:
+            decoded = decode_image(image, max_pixels=self.validation.max_pixels, min_side=1,
+                                   draft_size=size if self.cfg.decode_draft else None)
+        except RecordError as e:
+            raise _BadSample(e.reason.value, e.detail) from e
+        pixel_values = self.loader.processor.preprocess_one(decoded.image)
+        rng = random.Random(self._seed("sample", position))
+        return _Sample(raw["__key__"], pixel_values, record, self._region_texts(record, rng))
+
+    def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
+        B = self.cfg.batch_size
+        batch: list[_Sample] = []
+        position = 0
+        for raw in self._shuffled():
+            position += 1
+            if position <= self.start:
+                continue
+            try:
+                batch.append(self._sample(raw, position - 1))
+                self.counters.samples_ok += 1
+            except _BadSample as e:
+                self._bad(raw, e.reason, e.detail)
+                continue
+            except Exception as e:  # never let one sample kill a training run
+                self._bad(raw, "unexpected_error", f"{type(e).__name__}: {e}")
+                continue
+            if len(batch) == B:
+                yield self.loader.collate(batch), self._meta(position)
+                batch = []
+        if batch and not self.cfg.drop_last:
+            yield self.loader.collate(batch), self._meta(position)
+        # End marker: final position and counters (bad samples after the last batch included).
+        yield None, self._meta(position)
+
+    def _meta(self, position: int) -> dict[str, Any]:
+        return {"worker": self.worker, "position": position, "counters": self.counters.to_dict()}
+
+
+class _Dataset(IterableDataset):
+    def __init__(self, loader: FineHARDLoader, offset: int, positions: list[int], epoch: int) -> None:
+        super().__init__()
+        self.loader, self.offset, self.positions, self.epoch = loader, offset, positions, epoch
+
+    def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        worker = (physical + self.offset) % self.loader.num_logical
+        return iter(_WorkerStream(self.loader, worker, self.positions[worker], self.epoch))
+
+
+class FineHARDLoader:
+    """Iterate ``TrainBatch``es from a shard folder/URL with a manifest. One ``iter()`` = one epoch
+    (endless in resample mode); after an epoch ends, ``epoch`` advances by itself."""
+
+    def __init__(self, source: str, tokenizer: Tokenizer, image_processor: Processor,
+                 config: LoaderConfig | None = None, *, rank: int = 0, world_size: int = 1, epoch: int = 0,
+                 manifest: Manifest | None = None) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.source = source
+        self.cfg = config or LoaderConfig()
+        self.tokenizer = tokenizer
+        self.processor = image_processor
+        self.rank, self.world_size = rank, world_size
+        self.manifest = manifest or read_manifest(source)
+        self.urls = [storage.join(source, s.name) for s in self.manifest.shards]
+        self.num_logical = max(1, self.cfg.num_workers)
+        for w in range(self.num_logical):  # fail now, not inside a worker
+            owned_shards(len(self.urls), rank, world_size, w, self.num_logical)
+        self._reset_epoch(epoch)
+        self._counters: dict[int, dict[str, Any]] = {}
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _reset_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._positions = [0] * self.num_logical
+        self._last_worker: int | None = None
+        self._batches_in_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._reset_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "seed": self.cfg.seed, "mode": self.cfg.mode,
+                "batch_size": self.cfg.batch_size, "world_size": self.world_size, "rank": self.rank,
+                "num_workers": self.num_logical, "manifest_sha256": self.manifest.manifest_sha256,
+                "epoch": self.epoch, "positions": list(self._positions), "last_worker": self._last_worker,
+                "batches_in_epoch": self._batches_in_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {"version": STATE_VERSION, "seed": self.cfg.seed, "mode": self.cfg.mode,
+                    "batch_size": self.cfg.batch_size, "world_size": self.world_size, "rank": self.rank,
+                    "num_workers": self.num_logical, "manifest_sha256": self.manifest.manifest_sha256}
+        diff = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
+        if diff:
+            raise LoaderStateError("loader state does not match this loader (saved, now): " +
+                                   ", ".join(f"{k}={a!r}/{b!r}" for k, (a, b) in diff.items()))
+        self.epoch = int(state["epoch"])
+        self._positions = [int(p) for p in state["positions"]]
+        self._last_worker = state["last_worker"]
+        self._batches_in_epoch = int(state["batches_in_epoch"])
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        """Read-time counts summed over workers (as of the last batch each worker delivered)."""
+        total: dict[str, Any] = {"samples_ok": 0, "bad_samples": 0, "shard_errors": 0, "bad_by_reason": Counter()}
+        for c in self._counters.values():
+            for k in ("samples_ok", "bad_samples", "shard_errors"):
+                total[k] += c[k]
+            total["bad_by_reason"].update(c["bad_by_reason"])
+        total["bad_by_reason"] = dict(total["bad_by_reason"])
+        return total
+
+    # ---- epoch length (shuffle mode) -------------------------------------------------------------
+    def batches_per_epoch(self) -> int | None:
+        """Shuffle mode: batches every rank yields per epoch (the smallest rank's count when
+        ``equalize_ranks``, so that no rank waits on another in a collective). None in resample mode."""
+        if self.cfg.mode != "shuffle":
+            return None
+        counts = [s.count for s in self.manifest.shards]
+
+        def rank_batches(r: int) -> int:
+            n = 0
+            for w in range(self.num_logical):
+                samples = sum(counts[i] for i in owned_shards(len(counts), r, self.world_size, w, self.num_logical))
+                n += samples // self.cfg.batch_size if self.cfg.drop_last else -(-samples // self.cfg.batch_size)
+            return n
+
+        ranks = range(self.world_size) if self.cfg.equalize_ranks else [self.rank]
+        return min(rank_batches(r) for r in ranks)
+
+    # ---- iteration -----------------------------------------------------------------------------
+    def _batches(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
+        offset = 0 if self._last_worker is None else (self._last_worker + 1) % self.num_logical
+        ds = _Dataset(self, offset, list(self._positions), self.epoch)
+        if self.cfg.num_workers == 0:
+            return iter(ds)
+        dl = DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self.cfg.pin_memory,
+                        prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False)
+        return iter(dl)
+
+    def __iter__(self) -> Iterator[TrainBatch]:
+        cap = self.batches_per_epoch()
+        if cap is not None and self._batches_in_epoch >= cap:
+            self._reset_epoch(self.epoch + 1)
+        for batch, meta in self._batches():
+            w = int(meta["worker"])
+            self._positions[w] = int(meta["position"])
+            self._last_worker = w
+            self._counters[w] = meta["counters"]
+            if batch is None:  # a worker's end marker
+                continue
+            self._batches_in_epoch += 1
+            yield batch
+            if cap is not None and self._batches_in_epoch >= cap:
+                break
+        self._reset_epoch(self.epoch + 1)
+
+    # ---- collation -----------------------------------------------------------------------------
+    def _encode(self, texts: list[str], mode: str, length: int) -> torch.Tensor:
+        ids = self.tokenizer.encode(texts, mode=mode)
+        if ids.ndim != 2 or ids.shape[1] != length or ids.shape[0] != len(texts):
+            raise ValueError(f"tokenizer.encode(mode={mode!r}) gave shape {tuple(ids.shape)}, expected "
+                             f"[{len(texts)}, {length}] (LoaderConfig.{mode}_length)")
+        return ids
+
+    def collate(self, samples: list[_Sample]) -> TrainBatch:
+        cfg = self.cfg
+        B, K, N, S = len(samples), cfg.max_boxes, cfg.num_negatives, cfg.short_length
+        pad = int(self.tokenizer.pad_token_id)
+        long_ids = self._encode([s.record.caption for s in samples], "long", cfg.long_length)
+        short_ids = self._encode([cfg.short_caption_prefix + s.record.short_caption for s in samples], "short", S)
+        box_xyxy = torch.zeros(B, K, 4, dtype=torch.float32)
+        box_mask = torch.zeros(B, K, dtype=torch.bool)
+        box_ids = torch.full((B, K, S), pad, dtype=torch.long)
+        hard_ids = torch.full((B, K, 1 + N, S), pad, dtype=torch.long)
+        hard_mask = torch.zeros(B, K, 1 + N, dtype=torch.bool)
+        box_texts: list[str] = []
+        box_slots: list[tuple[int, int]] = []
+        hard_texts: list[str] = []
+        hard_slots: list[tuple[int, int, int]] = []
+        for b, s in enumerate(samples):
+            for k, region in enumerate(s.record.bbox_info[:K]):
+                box_xyxy[b, k] = torch.tensor(region.bbox[:4], dtype=torch.float32)
+                box_mask[b, k] = True
+                box_texts.append(s.region_texts[k])
+                box_slots.append((b, k))
+                if region.flag_short_neg == 1:
+                    for j, text in enumerate([region.short_expr, *region.short_expr_negs[:N]]):
+                        hard_texts.append(text)
+                        hard_slots.append((b, k, j))
+        if box_texts:
+            enc = self._encode(box_texts, "short", S)
+            idx_b = torch.tensor([b for b, _ in box_slots])
+            idx_k = torch.tensor([k for _, k in box_slots])
+            box_ids[idx_b, idx_k] = enc
+        if hard_texts:
+            enc = self._encode(hard_texts, "short", S)
+            ib, ik, ij = (torch.tensor(v) for v in zip(*hard_slots, strict=True))
+            hard_ids[ib, ik, ij] = enc
+            hard_mask[ib, ik, ij] = True
+        return TrainBatch(
+            pixel_values=torch.stack([s.pixel_values for s in samples]),
+            long_input_ids=long_ids, short_input_ids=short_ids, box_xyxy=box_xyxy, box_mask=box_mask,
+            box_input_ids=box_ids, hardneg_input_ids=hard_ids, hardneg_mask=hard_mask,
+            keys=[s.key for s in samples])
+
+
+def build_loader(source: str, checkpoint_dir: str, config: LoaderConfig | None = None, *, rank: int = 0,
+                 world_size: int = 1, epoch: int = 0) -> FineHARDLoader:
+    """A loader whose tokenizer and image processor come from a checkpoint directory."""
+    from fgclip_core.model.processing import ImageProcessor, load_tokenizer
+
+    return FineHARDLoader(source, load_tokenizer(checkpoint_dir), ImageProcessor.from_pretrained(checkpoint_dir),
+                          config, rank=rank, world_size=world_size, epoch=epoch)
