@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from fgclip_core.cli import annotate_cmd, data_cmd, eval_cmd, model_cmd, train_cmd
+from fgclip_core.cli import annotate_cmd, data_cmd, eval_cmd, model_cmd, registry_cmd, train_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +22,7 @@ cli.add_command(data_cmd.data)
 cli.add_command(annotate_cmd.annotate)
 cli.add_command(train_cmd.train)
 cli.add_command(eval_cmd.eval_)
+cli.add_command(registry_cmd.registry)
 
 
 def main() -> None:
