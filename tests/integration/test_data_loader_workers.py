@@ -48,18 +48,18 @@ def test_real_tokenizer_batches(sample_shards, tiny_checkpoint_dir, sample_set):
     tok = load_tokenizer(tiny_checkpoint_dir)
     recs = {r.id: r for r in sample_set.records}
     batches = list(loader)
-    assert batches and all(b.pixel_values.shape[1:] == (3, ImageProcessor.from_pretrained(tiny_checkpoint_dir).size,
-                                                            ImageProcessor.from_pretrained(tiny_checkpoint_dir).size)
-                           for b in batches)
+    size = ImageProcessor.from_pretrained(tiny_checkpoint_dir).size
+    assert batches and all(b.pixel_values.shape[1:] == (3, size, size) for b in batches)
     b = batches[0]
     rec = recs[b.keys[0]]
     assert torch.equal(b.long_input_ids[0], tok.encode([rec.caption], "long")[0])
     assert torch.equal(b.short_input_ids[0], tok.encode(["a photo of " + rec.short_caption], "short")[0])
     flagged = [(bb, i, k) for bb in batches for i in range(bb.batch_size) for k in range(4) if bb.hardneg_mask[i, k, 0]]
-    if flagged:
-        bb, i, k = flagged[0]
+    assert flagged  # the sample has hard negatives
+    for bb, i, k in flagged:
         reg = recs[bb.keys[i]].bbox_info[k]
-        assert torch.equal(bb.hardneg_input_ids[i, k, 0], tok.encode([reg.short_expr], "short")[0])
+        assert bb.box_xyxy[i, k].tolist() == pytest.approx(reg.bbox)
+        assert torch.equal(bb.hardneg_input_ids[i, k], tok.encode([reg.short_expr, *reg.short_expr_negs], "short"))
 
 
 @pytest.mark.parametrize("cut", [3, 4])   # odd and even cut points exercise the worker round-robin

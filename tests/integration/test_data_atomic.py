@@ -1,0 +1,74 @@
+"""A shard writer killed (SIGKILL) mid-shard leaves no readable partial shard; a re-run completes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+import webdataset as wds
+
+from fgclip_core.data.config import DataConfig, ShardConfig
+from fgclip_core.data.pipeline import build_shards
+from fgclip_core.data.shards import ManifestError, read_manifest, shard_urls, verify_shards
+from tests.fixtures.data import make_record, write_images, write_jsonl
+
+pytestmark = pytest.mark.integration
+SPP = 3
+
+
+def _killed_build(ann, img, out, kill_after_members: int) -> None:
+    code = textwrap.dedent(f"""
+        import os, signal
+        import fgclip_core.data.shards as sh
+        orig, n = sh._add_member, [0]
+        def add(tar, name, data):
+            orig(tar, name, data)
+            n[0] += 1
+            if n[0] == {kill_after_members}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        sh._add_member = add
+        from fgclip_core.data.config import DataConfig, ShardConfig
+        from fgclip_core.data.pipeline import build_shards
+        build_shards({str(ann)!r}, {str(img)!r}, {str(out)!r}, DataConfig(shards=ShardConfig(samples_per_shard={SPP})))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr   # really killed, not finished
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    names = write_images(tmp_path / "images", 8)
+    return write_jsonl(tmp_path / "ann.jsonl", [make_record(n.split(".")[0], n) for n in names]), tmp_path / "images"
+
+
+def test_killed_mid_shard_then_rerun(inputs, tmp_path):
+    ann, img = inputs
+    out = tmp_path / "shards"
+    _killed_build(ann, img, out, kill_after_members=2 * SPP + 3)   # inside the second shard
+    names = sorted(p.name for p in out.iterdir())
+    assert "manifest.json" not in names and "shard-000001.tar" not in names
+    assert any(n.startswith("_tmp.shard-000001.tar") for n in names)   # the partial one, under a temp name
+    with pytest.raises(ManifestError):
+        read_manifest(str(out))
+    # what does carry a final name is complete
+    with tarfile.open(out / "shard-000000.tar") as t:
+        assert len(t.getnames()) == 2 * SPP
+
+    build_shards(str(ann), str(img), str(out), DataConfig(shards=ShardConfig(samples_per_shard=SPP)))
+    assert not [p for p in out.iterdir() if p.name.startswith("_tmp.")]
+    m = read_manifest(str(out))
+    assert m.total_samples == 8 and verify_shards(str(out)) == []
+    assert len(list(wds.WebDataset(shard_urls(str(out)), shardshuffle=False))) == 8
+
+
+def test_killed_rerun_keeps_the_previous_build_consistent(inputs, tmp_path):
+    ann, img = inputs
+    out = tmp_path / "shards"
+    build_shards(str(ann), str(img), str(out), DataConfig(shards=ShardConfig(samples_per_shard=SPP)))
+    before = read_manifest(str(out))
+    _killed_build(ann, img, out, kill_after_members=2 * SPP + 1)
+    # shards rewritten so far are byte-identical (idempotent) and the old manifest still holds
+    assert read_manifest(str(out)) == before and verify_shards(str(out)) == []
