@@ -72,9 +72,9 @@ def test_config_defaults_and_errors(tmp_path):
     cfg = AnnotateConfig()
     assert (cfg.captions.backend, cfg.boxes.backend, cfg.negatives.backend) == ("sidecar", "none", "rules")
     assert cfg.boxes.score_threshold == 0.4 and cfg.negatives.n == 10
-    with pytest.raises(ValueError, match="needs boxes.model_dir"):
+    with pytest.raises(ValueError, match=r"needs boxes\.model_dir"):
         BoxConfig(backend="hf_local")
-    with pytest.raises(ValueError, match="needs captions.model_dir"):
+    with pytest.raises(ValueError, match=r"needs captions\.model_dir"):
         CaptionConfig(backend="hf_local")
     p = tmp_path / "a.yaml"
     p.write_text("endpoint:\n  concurrency: 3\nboxes:\n  scor_threshold: 0.5\n")
@@ -104,7 +104,7 @@ def test_list_and_load_images(tmp_path):
     assert (big.width, big.height) == (2000, 1000) and big.image.size == (256, 128)
     with pytest.raises(ImageLoadError, match="exceeds"):
         load_image(refs[0], max_side=256, max_pixels=1000)
-    with pytest.raises(ImageLoadError, match="bad.jpg: cannot decode"):
+    with pytest.raises(ImageLoadError, match=r"bad\.jpg: cannot decode"):
         load_image(refs[3], max_side=256, max_pixels=10**8)
 
 

@@ -28,15 +28,15 @@ def _batches(n: int, size: int) -> list[range]:
 
 class HFZeroShotDetector:
     def __init__(self, cfg: BoxConfig, device: str = "cpu"):
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor
 
         assert cfg.model_dir is not None
         self.cfg, self.device = cfg, device
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(cfg.model_dir).to(device).eval()
-        self.model_type = self.model.config.model_type
-        if self.model_type not in OWL_TYPES:
+        self.model_type = AutoConfig.from_pretrained(cfg.model_dir).model_type
+        if self.model_type not in OWL_TYPES:  # Grounding DINO's outputs need another post-processing: not done yet
             raise ValueError(f"boxes.model_dir={cfg.model_dir}: model_type {self.model_type!r} is not supported "
                              f"(supported: {', '.join(OWL_TYPES)})")
+        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(cfg.model_dir).to(device).eval()
         self.processor = AutoProcessor.from_pretrained(cfg.model_dir, backend="pil")
         self.max_text = int(self.model.config.text_config.max_position_embeddings)
 
