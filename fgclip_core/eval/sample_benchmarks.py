@@ -1,7 +1,9 @@
-"""Build small benchmark files in each public layout from the bundled sample photos (eval tests only).
+"""Small benchmark files in each public layout, built from the bundled sample photos.
 
-Every builder writes the files the real benchmark ships, with the sample's real images and
-hand-written annotations, and returns what the reader must give back so tests can compare.
+Every builder writes the files the real benchmark ships (same names, same fields) with the
+sample's real images and hand-written FineHARD annotations, and returns what it wrote so tests can
+compare. :func:`write_sample_suite` writes all five and the ``fgclip eval all`` YAML (used by the
+demo and the tests).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
 from PIL import Image
 
 
@@ -75,7 +78,8 @@ def write_coco_captions(sample_set, path: Path, extra_caption_for_first: bool = 
               for i, r in enumerate(recs)]
     anns = []
     for i, r in enumerate(recs):
-        caps = five_captions(r) + (["a sixth caption that must be dropped"] if i == 0 and extra_caption_for_first else [])
+        extra = ["a sixth caption, dropped by the 5-caption rule"] if i == 0 and extra_caption_for_first else []
+        caps = five_captions(r) + extra
         anns += [{"image_id": 1000 - i, "id": 10 * i + j, "caption": c} for j, c in enumerate(caps)]
     doc = {"info": {}, "licenses": [], "images": images, "annotations": anns}
     path.write_text(json.dumps(doc))
@@ -120,3 +124,27 @@ def write_coco_instances(sample_set, path: Path) -> dict:
     doc = {"images": images, "annotations": anns, "categories": cats}
     path.write_text(json.dumps(doc))
     return doc
+
+
+def write_sample_suite(sample_set, dest: Path, negatives: int | None = None) -> Path:
+    """Write one small benchmark per suite under ``dest`` and the YAML listing them; returns the YAML path."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    images = str(sample_set.images_root)
+    write_fgovd(sample_set, dest / "fgovd_sample.jsonl", negatives=negatives)
+    write_sharegpt4v(sample_set, dest / "share-captioner_sample.json")
+    write_coco_captions(sample_set, dest / "captions_sample.json")
+    write_image_folder(sample_set, dest / "classification", dest / "classnames.txt")
+    write_coco_instances(sample_set, dest / "instances_sample.json")
+    suite = {"benchmarks": [
+        {"name": "fgovd-sample", "suite": "fgovd", "data": "fgovd_sample.jsonl", "images": images},
+        {"name": "sharegpt4v-sample", "suite": "long-retrieval", "data": "share-captioner_sample.json",
+         "images": images},
+        {"name": "coco-sample", "suite": "short-retrieval", "data": "captions_sample.json", "images": images},
+        {"name": "classification-sample", "suite": "zeroshot", "data": "classification",
+         "classnames": "classnames.txt"},
+        {"name": "boxes-sample", "suite": "box-cls", "data": "instances_sample.json", "images": images},
+    ]}
+    path = dest / "benchmarks.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path

@@ -12,8 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from fgclip_core.cli import cli
+from fgclip_core.eval import sample_benchmarks as L
 from fgclip_core.eval.encoder import FGCLIPEncoder
-from tests.unit import eval_layouts as L
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +119,20 @@ def test_all_from_yaml_with_mlflow(tiny_checkpoint_dir, bench, sample_set, tmp_p
     assert logged["eval/fgovd-hard/accuracy"] == pytest.approx(summary["metrics"]["fgovd-hard/accuracy"])
     arts = [a.path for a in client.list_artifacts(runs[0].info.run_id, "eval")]
     assert "eval/report.html" in arts
+
+    # Inside an active run (e.g. a training or Dagster step), metrics go into that run, left open.
+    import mlflow
+
+    from fgclip_core.eval.tracking import log_to_mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run() as run:
+            run_id = log_to_mlflow({"eval/x/accuracy": 0.5}, [(out / "metrics.json", "eval")])
+            assert run_id == run.info.run_id and mlflow.active_run().info.run_id == run_id
+        assert client.get_run(run_id).data.metrics["eval/x/accuracy"] == 0.5
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_missing_benchmark_file_is_a_clear_cli_error(tiny_checkpoint_dir, tmp_path):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from fgclip_core.eval import sample_benchmarks as L
 from fgclip_core.eval.config import BenchmarkSpec
 from fgclip_core.eval.datasets import BenchmarkFormatError, detect_format, read_benchmark
-from tests.unit import eval_layouts as L
 
 
 def spec(suite, data, images=None, **kw):
@@ -185,3 +185,25 @@ def test_format_must_belong_to_suite(tmp_path):
     path.write_text("")
     with pytest.raises(ValueError, match="does not belong"):
         read_benchmark(spec("fgovd", path, tmp_path, format="coco"))
+
+
+def test_sample_suite_yaml_lists_a_readable_benchmark_per_suite(sample_set, tmp_path):
+    from fgclip_core.eval.config import SUITES, load_suite_file
+
+    sf = load_suite_file(L.write_sample_suite(sample_set, tmp_path / "bench"))
+    assert sorted(b.suite for b in sf.benchmarks) == sorted(SUITES)
+    for b in sf.benchmarks:
+        assert read_benchmark(b).name == b.name
+
+
+def test_suite_yaml_errors_name_the_file(tmp_path):
+    from fgclip_core.config import ConfigError
+    from fgclip_core.eval.config import load_suite_file
+
+    path = tmp_path / "b.yaml"
+    path.write_text("benchmarks:\n  - {suite: fgovd, data: a.jsonl, colour: red}\n")
+    with pytest.raises(ConfigError, match=rf"(?s){path}.*colour"):
+        load_suite_file(path)
+    path.write_text("benchmarks:\n  - {name: a, suite: fgovd, data: a.jsonl}\n  - {name: a, suite: fgovd, data: b.jsonl}\n")
+    with pytest.raises(ConfigError, match="unique"):
+        load_suite_file(path)

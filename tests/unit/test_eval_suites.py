@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from fgclip_core.eval import sample_benchmarks as L
 from fgclip_core.eval.cache import EmbeddingCache
 from fgclip_core.eval.config import BenchmarkSpec, EvalSettings
 from fgclip_core.eval.encoder import CachedEncoder, xywh_to_normalised_xyxy
 from fgclip_core.eval.runner import run_benchmark
-from tests.unit import eval_layouts as L
 
 DIM = 2048
 SETTINGS = EvalSettings(progress=False, batch_size=4, chunk_size=3)
