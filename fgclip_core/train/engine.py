@@ -75,6 +75,14 @@ def build_model(cfg: TrainConfig):
 TEXT_PREFIXES = ("text_model.", "text_projection.", "text_filip_projection.")
 
 
+def _model_name(name: str) -> str:
+    """``model.x`` / ``scales.logit_scale`` (train wrapper) -> the FG-CLIP model's own name."""
+    for prefix in ("model.", "scales."):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
     """Norms, biases, logit scales, class/position/token embeddings: no weight decay."""
     return p.ndim < 2 or ("embedding" in name and "patch_embedding" not in name)
@@ -84,12 +92,13 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     """AdamW groups: (decay | no decay) x (text tower | rest), empty groups dropped."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     names: dict[tuple[bool, bool], list[str]] = {}
-    for name, p in model.named_parameters():
+    for full_name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        name = _model_name(full_name)
         key = (_no_decay(name, p), cfg.optim.text_lr is not None and name.startswith(TEXT_PREFIXES))
         groups.setdefault(key, []).append(p)
-        names.setdefault(key, []).append(name)
+        names.setdefault(key, []).append(full_name)
     out = []
     for (no_decay, text), params in sorted(groups.items()):
         out.append({"params": params, "weight_decay": 0.0 if no_decay else cfg.optim.weight_decay,
@@ -146,7 +155,7 @@ class Trainer:
         self.model_config = model.config
         self.eos_id = model.config.text_config.eos_token_id
         self.module = FGCLIPTrainModule(model, cfg.stage, cfg.loss, self.eos_id)
-        groups = param_groups(model, cfg)
+        groups = param_groups(self.module, cfg)
         for g in groups:
             g.pop("param_names")
         optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
@@ -219,17 +228,16 @@ class Trainer:
     def _export(self) -> Path | None:
         import deepspeed
 
-        model = self.module.model
-        params = list(model.parameters())
+        params = list(self.module.parameters())
         gathered = self.ds_config["zero_optimization"]["stage"] == 3
         ctx = deepspeed.zero.GatheredParameters(params, modifier_rank=0) if gathered else _nullcontext()
         with ctx:
             if self.dist.rank == 0:
-                self._write_export(model)
+                self._write_export(self.module.model.config, self.module.model_state_dict())
         barrier()
         return self.export_dir if self.dist.rank == 0 else None
 
-    def _write_export(self, model) -> None:
+    def _write_export(self, model_config, state: dict[str, torch.Tensor]) -> None:
         from fgclip_core.model import ImageProcessor, load_tokenizer
 
         out = self.export_dir
@@ -238,10 +246,11 @@ class Trainer:
             import shutil
 
             shutil.rmtree(tmp)
+        from fgclip_core.model import FGCLIPModel
+
         # a fresh module from the (gathered) tensors: never deepcopy a DeepSpeed-managed module
-        export_model = type(model)(model.config)
-        state = {n: t.detach().float().clone() for n, t in [*model.named_parameters(), *model.named_buffers()]}
-        export_model.load_state_dict(state, strict=True)
+        export_model = FGCLIPModel(model_config)
+        export_model.load_state_dict({n: t.float() for n, t in state.items()}, strict=True)
         with torch.no_grad():  # the loss clamps the scales; the export carries the values actually used
             for name in ("logit_scale", "logit_scale_finegraind", "logit_scale_hardneg"):
                 getattr(export_model, name).clamp_(max=self.cfg.loss.logit_scale_max)
@@ -311,6 +320,7 @@ class Trainer:
                 nonfinite_in_row = 0
                 self.engine.backward(loss)
                 before = self.engine.global_steps
+                lrs = [float(g["lr"]) for g in self.optimizer.param_groups]  # the lr this step uses
                 self.engine.step()
                 stats = self.module.last_stats
                 window["samples"] += stats.samples
@@ -322,7 +332,7 @@ class Trainer:
                 if self.engine.global_steps == before:
                     continue
                 step = self.engine.global_steps
-                metrics = self._step_metrics(window)
+                metrics = self._step_metrics(window, lrs)
                 last_loss = metrics["loss"]
                 if step % cfg.tracking.log_every == 0 or step == cfg.max_steps:
                     tracker.log_metrics(metrics, step)
@@ -349,7 +359,7 @@ class Trainer:
             samples_per_s=counters["samples"] / seconds if seconds else 0.0, resumed_from=resumed_from,
             checkpoint=str(self.ckpt_root / last_saved) if last_saved else None,
             export_dir=str(export) if export else None,
-            tracking_uri=getattr(tracker, "uri", None), run_id=tracker.run_id,
+            tracking_uri=tracker.uri if cfg.tracking.enabled and rank == 0 else None, run_id=tracker.run_id,
             tracking_failures=list(tracker.failures))
 
     # -- helpers --------------------------------------------------------------------------------
@@ -360,7 +370,7 @@ class Trainer:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item() == 1.0)
 
-    def _step_metrics(self, window: dict[str, Any]) -> dict[str, float]:
+    def _step_metrics(self, window: dict[str, Any], lrs: list[float]) -> dict[str, float]:
         keys = sorted(window["sums"])
         vec = torch.tensor([window["sums"][k] / max(1, window["micro"]) for k in keys]
                            + [float(window["samples"]), float(window["tokens"])], dtype=torch.float64)
@@ -371,9 +381,9 @@ class Trainer:
         metrics = {k: float(vec[i]) for i, k in enumerate(keys)}
         metrics["samples_per_s"] = float(vec[len(keys)]) / dt
         metrics["tokens_per_s"] = float(vec[len(keys) + 1]) / dt
-        for i, lr in enumerate(self.scheduler.get_last_lr()):
-            metrics[f"lr_group{i}"] = float(lr)
-        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        for i, lr in enumerate(lrs):
+            metrics[f"lr_group{i}"] = lr
+        metrics["lr"] = max(lrs)
         return metrics
 
     def _tracker(self) -> Tracker:

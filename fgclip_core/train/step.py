@@ -130,11 +130,26 @@ def _to_float32(feats: StepFeatures) -> StepFeatures:
     return feats
 
 
+SCALE_NAMES = ("logit_scale", "logit_scale_finegraind", "logit_scale_hardneg")
+
+
 class FGCLIPTrainModule(nn.Module):
-    """What DeepSpeed wraps: ``forward(batch) -> {"loss", "loss_long", ...}``; the FG-CLIP model is ``.model``."""
+    """What DeepSpeed wraps: ``forward(batch) -> {"loss", "loss_long", ...}``; the FG-CLIP model is ``.model``.
+
+    The model's 0-dim logit-scale parameters move here as shape-[1] parameters (``scales.<name>``):
+    DeepSpeed cannot broadcast or flatten 0-dim tensors. ``model_state_dict()`` puts them back in
+    the model's own layout (for the export).
+    """
 
     def __init__(self, model: nn.Module, stage: int, loss_cfg: LossConfig, eos_id: int, fused: bool = True):
         super().__init__()
+        self.scales = nn.ParameterDict()
+        for name in SCALE_NAMES:
+            p = model._parameters.get(name)
+            if p is None:
+                continue
+            self.scales[name] = nn.Parameter(p.detach().reshape(1).clone())
+            del model._parameters[name]
         self.model = model
         self.stage = stage
         self.loss_cfg = loss_cfg
@@ -146,6 +161,14 @@ class FGCLIPTrainModule(nn.Module):
         build = fused_features if self.fused else naive_features
         feats, self.last_stats = build(self.model, batch, self.stage, self.eos_id, self.loss_cfg)
         feats = _to_float32(feats)  # the loss in fp32 whatever the model precision (bf16 on GPU)
-        m = self.model
-        return fgclip_loss(feats, m.logit_scale, getattr(m, "logit_scale_finegraind", None),
-                           getattr(m, "logit_scale_hardneg", None), self.loss_cfg)
+        sc = self.scales
+        return fgclip_loss(feats, sc["logit_scale"][0],
+                           sc["logit_scale_finegraind"][0] if "logit_scale_finegraind" in sc else None,
+                           sc["logit_scale_hardneg"][0] if "logit_scale_hardneg" in sc else None, self.loss_cfg)
+
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The FG-CLIP model's state dict (scales as 0-dim tensors again), detached copies."""
+        state = {n: t.detach().clone() for n, t in [*self.model.named_parameters(), *self.model.named_buffers()]}
+        for name, p in self.scales.items():
+            state[name] = p.detach().reshape(()).clone()
+        return state

@@ -129,7 +129,11 @@ class Tracker:
 
     def _start_system_metrics(self) -> None:
         try:
+            import mlflow
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            # the monitor logs through the process-wide tracking URI: point it at this run's store
+            mlflow.set_tracking_uri(self.uri)
 
             self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=5, samples_before_logging=1)
             self._monitor.start()

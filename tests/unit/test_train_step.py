@@ -13,7 +13,7 @@ from fgclip_core.train.synthetic import SyntheticBatches, TextSpec
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def model() -> FGCLIPModel:
     torch.manual_seed(0)
     return FGCLIPModel(load_arch("tiny"))
@@ -45,12 +45,12 @@ def test_trimmed_text_features_equal_padded_ones(model: FGCLIPModel) -> None:
             torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-6)
 
 
-def _loss_and_grads(model: FGCLIPModel, batch, fused: bool, stage: int):
-    module = FGCLIPTrainModule(model, stage, LossConfig(), model.config.text_config.eos_token_id, fused=fused)
-    model.zero_grad(set_to_none=True)
+def _loss_and_grads(module: FGCLIPTrainModule, batch, fused: bool):
+    module.fused = fused
+    module.zero_grad(set_to_none=True)
     out = module(batch)
     out["loss"].backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
     return {k: v.detach() for k, v in out.items()}, grads, module.last_stats
 
 
@@ -59,14 +59,16 @@ def test_fused_step_equals_naive_step_losses_and_gradients(model: FGCLIPModel, s
     src = _batches(model)
     batch = src.batch(3)
     assert stage == 1 or (batch.hardneg_mask[..., 0].any() and not batch.hardneg_mask.all())
-    fused, g_fused, s_fused = _loss_and_grads(model, batch, True, stage)
-    naive, g_naive, s_naive = _loss_and_grads(model, batch, False, stage)
+    module = FGCLIPTrainModule(model, stage, LossConfig(), model.config.text_config.eos_token_id)
+    fused, g_fused, s_fused = _loss_and_grads(module, batch, True)
+    naive, g_naive, s_naive = _loss_and_grads(module, batch, False)
     assert set(fused) == set(naive)
     expected_terms = {"loss", "loss_long", "loss_short"} | ({"loss_region", "loss_hardneg"} if stage == 2 else set())
     assert expected_terms == {k for k in fused if k.startswith("loss")}
     for k in fused:
         torch.testing.assert_close(fused[k], naive[k], rtol=1e-5, atol=1e-6)
     assert set(g_fused) == set(g_naive)
+    assert "scales.logit_scale" in g_fused and (stage == 1 or "scales.logit_scale_hardneg" in g_fused)
     for n in g_fused:
         torch.testing.assert_close(g_fused[n], g_naive[n], rtol=1e-4, atol=1e-6, msg=n)
     assert s_fused.text_tokens < s_naive.text_tokens
@@ -99,3 +101,15 @@ def test_batch_without_boxes_or_negatives_gives_finite_zero_terms(model: FGCLIPM
     assert out["loss_region"].item() == 0.0 and out["loss_hardneg"].item() == 0.0
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
+
+
+def test_scales_move_to_the_wrapper_and_come_back_as_0_dim_in_the_model_state(model: FGCLIPModel) -> None:
+    with torch.no_grad():
+        model.logit_scale_hardneg.fill_(1.25)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    module = FGCLIPTrainModule(model, 2, LossConfig(), model.config.text_config.eos_token_id)
+    assert all(p.ndim >= 1 for p in module.parameters())
+    state = module.model_state_dict()
+    assert state.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(state[k], expected[k]), k
