@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import io
+import os
+from functools import lru_cache
 from pathlib import PurePosixPath
 
+import fsspec
 from PIL import Image, UnidentifiedImageError
 
-from fgclip_core.storage import filesystem, is_remote
+from fgclip_core.storage import filesystem as _new_filesystem
+from fgclip_core.storage import is_remote
+
+
+@lru_cache(maxsize=8)
+def _remote_fs(protocol: str, pid: int, endpoint: str | None) -> fsspec.AbstractFileSystem:
+    # One client per protocol, process and endpoint: making an S3 client costs ~0.5 s, and an
+    # evaluation reads thousands of images. Keyed by pid because s3fs is not fork-safe.
+    return _new_filesystem(f"{protocol}://x")[0]
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    if not is_remote(url):
+        return _new_filesystem(url)
+    protocol, path = url.split("://", 1)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return _remote_fs(protocol, os.getpid(), endpoint), path
 
 
 def join(root: str, rel: str) -> str:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from fgclip_core.eval import io
 from fgclip_core.eval.result import SuiteResult
 
-THUMB = 160
+THUMB = 200
 
 
 @dataclass
@@ -136,7 +136,7 @@ CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-co
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:first-child{text-align:left}
 .up{color:#080}.down{color:#b00}.row{display:flex;gap:.6em;align-items:flex-start;flex-wrap:wrap}
 figure{margin:0;text-align:center;font-size:80%}.g{margin:.8em 0;padding:.4em;border-top:1px solid #eee}
-.pos{color:#080;font-weight:bold}.neg{color:#555}.missing{width:160px;height:100px;background:#eee;
+.pos{color:#080;font-weight:bold}.neg{color:#555}.missing{width:200px;height:120px;background:#eee;
 display:flex;align-items:center;justify-content:center;color:#900}.q{font-style:italic}"""
 
 
