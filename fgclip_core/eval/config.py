@@ -57,7 +57,8 @@ class BenchmarkSpec(StrictModel):
     name: str | None = None
     format: Format = "auto"
     classnames: str | None = Field(None, description="class-names file (zeroshot)")
-    limit: int | None = Field(None, ge=1, description="first N items (ShareGPT4V: 1000)")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N items / images "
+                                                       "(ShareGPT4V is always cut to its first 1,000)")
     split: str = Field("test", description="Karpathy split")
     max_captions: int = Field(5, ge=1, description="captions per image kept (COCO / Karpathy)")
     skip_crowd: bool = False

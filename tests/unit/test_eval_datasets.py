@@ -207,3 +207,31 @@ def test_suite_yaml_errors_name_the_file(tmp_path):
     path.write_text("benchmarks:\n  - {name: a, suite: fgovd, data: a.jsonl}\n  - {name: a, suite: fgovd, data: b.jsonl}\n")
     with pytest.raises(ConfigError, match="unique"):
         load_suite_file(path)
+
+
+def test_limit_keeps_first_images_with_their_captions(sample_set, tmp_path):
+    path = tmp_path / "captions_val2017.json"
+    L.write_coco_captions(sample_set, path)
+    data = read_benchmark(spec("short-retrieval", path, sample_set.images_root, limit=3))
+    assert len(data.images) == 3 and len(data.texts) == 15 and max(data.text_to_image) == 2
+    fg = tmp_path / "f.jsonl"
+    L.write_fgovd(sample_set, fg)
+    assert len(read_benchmark(spec("fgovd", fg, sample_set.images_root, limit=7)).items) == 7
+
+
+def test_layouts_with_relative_image_paths_need_an_images_root(sample_set, tmp_path):
+    fg = tmp_path / "f.jsonl"
+    L.write_fgovd(sample_set, fg)
+    with pytest.raises(BenchmarkFormatError, match="--images"):
+        read_benchmark(spec("fgovd", fg))
+
+
+def test_example_suite_yaml_is_valid():
+    from importlib import resources
+
+    from fgclip_core.eval.config import SUITES, load_suite_file
+
+    path = resources.files("fgclip_core.eval").joinpath("templates/benchmarks.example.yaml")
+    sf = load_suite_file(str(path))
+    assert {b.suite for b in sf.benchmarks} == set(SUITES)
+    assert all(b.data.startswith(str(path.parent)) for b in sf.benchmarks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fgclip_core.eval import io
 from fgclip_core.eval.config import BenchmarkSpec
 from fgclip_core.eval.datasets._json import load_json
@@ -60,18 +62,40 @@ def detect_format(suite: str, data: str) -> str:
     raise ValueError(f"unknown suite {suite!r}")
 
 
+NEEDS_IMAGES_ROOT = ("fgovd", "sharegpt4v", "dci", "coco", "karpathy", "label-file", "coco-instances")
+
+
+def limit_items(data: Data, n: int) -> Data:
+    """The first ``n`` items: FG-OVD lines, images (with their texts), classified images or boxes."""
+    if isinstance(data, RetrievalData):
+        keep = [j for j, i in enumerate(data.text_to_image) if i < n]
+        return replace(data, images=data.images[:n], texts=[data.texts[j] for j in keep],
+                       text_to_image=[data.text_to_image[j] for j in keep])
+    if isinstance(data, ClassificationData):
+        return replace(data, images=data.images[:n], labels=data.labels[:n])
+    return replace(data, items=data.items[:n])
+
+
 def read_benchmark(spec: BenchmarkSpec) -> Data:
+    data = _read(spec)
+    return limit_items(data, spec.limit) if spec.limit else data
+
+
+def _read(spec: BenchmarkSpec) -> Data:
     fmt = detect_format(spec.suite, spec.data) if spec.format == "auto" else spec.format
     if fmt not in SUITE_FORMATS[spec.suite]:
         raise ValueError(f"format {fmt!r} does not belong to suite {spec.suite!r} "
                          f"(one of {SUITE_FORMATS[spec.suite]})")
     _exists_or_fail(spec.data)
+    if fmt in NEEDS_IMAGES_ROOT and not spec.images:
+        raise BenchmarkFormatError(spec.data, None, f"the {fmt} layout names images relative to an images "
+                                                    "root: give --images (or 'images:' in the YAML)")
     images = spec.images or ""
     name = spec.display_name()
     if fmt == "fgovd":
         return read_fgovd(spec.data, images, name=name)
     if fmt == "sharegpt4v":
-        return read_sharegpt4v(spec.data, images, limit=spec.limit or SHAREGPT4V_LIMIT,
+        return read_sharegpt4v(spec.data, images, limit=SHAREGPT4V_LIMIT,
                                basename=spec.basename, name=name)
     if fmt == "dci":
         return read_dci(spec.data, images, name=name)
