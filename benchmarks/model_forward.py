@@ -41,16 +41,19 @@ def as_tensor(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-def rate(fn: Callable[[], torch.Tensor], items: int, repeats: int) -> tuple[float, torch.Tensor]:
-    """Best-of-``repeats`` items/s after one warm-up call; also returns the output to compare."""
+def paired_rates(ours: Callable[[], torch.Tensor], theirs: Callable[[], torch.Tensor], items: int,
+                 repeats: int) -> tuple[float, float, float]:
+    """Best-of-``repeats`` items/s for both, timed alternately (so that load from other processes
+    hits both alike) after one warm-up call each; also the max abs difference of their outputs."""
+    best = [float("inf"), float("inf")]
     with torch.inference_mode():
-        out = fn()
-        best = float("inf")
+        diff = (ours() - theirs()).abs().max().item()
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t0)
-    return items / best, out
+            for i, fn in enumerate((ours, theirs)):
+                t0 = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return items / best[0], items / best[1], diff
 
 
 def bench(arch: str, repeats: int, batch_images: int, batch_texts: int) -> list[tuple[str, float, float, float]]:
@@ -77,11 +80,7 @@ def bench(arch: str, repeats: int, batch_images: int, batch_texts: int) -> list[
     ]
     rows = []
     for name, n, ours, theirs in cases:
-        # interleave the two so that load from other processes hits both alike
-        r_ours, o1 = rate(ours, n, repeats)
-        r_hf, o2 = rate(theirs, n, repeats)
-        r_ours = max(r_ours, rate(ours, n, repeats)[0])
-        diff = (o1 - o2).abs().max().item()
+        r_ours, r_hf, diff = paired_rates(ours, theirs, n, repeats)
         rows.append((f"{arch} {name}", r_ours, r_hf, diff))
     return rows
 

@@ -54,25 +54,34 @@ def cache_root() -> Path:
 
 
 def resolve_local(path: str | Path) -> Path:
-    """A local directory for ``path``; remote URLs (``s3://`` ...) are copied into the cache once."""
+    """A local directory for ``path``; a remote URL (``s3://`` ...) is copied into the cache, keyed
+    by the URL and the remote listing (names, sizes, ETags), so a rewritten checkpoint is fetched again."""
     text = str(path)
     if not storage.is_remote(text):
         return Path(text.removeprefix("file://"))
     fs, remote = storage.filesystem(text)
-    if not fs.exists(remote):
+    remote = remote.rstrip("/")
+    listing = fs.find(remote, detail=True) if fs.exists(remote) else {}
+    if not listing:
         raise CheckpointError(f"{text}: checkpoint directory does not exist")
-    dest = cache_root() / hashlib.sha256(text.encode()).hexdigest()[:16]
-    if not (dest / ".complete").exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
-        try:
-            fs.get(remote.rstrip("/") + "/", str(tmp), recursive=True)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        (dest / ".complete").write_text(text + "\n")
+    fingerprint = json.dumps([text] + [[k, v.get("size"), str(v.get("ETag") or v.get("mtime") or v.get("LastModified"))]
+                                       for k, v in sorted(listing.items())])
+    dest = cache_root() / hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
+    if (dest / ".complete").exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
+    try:
+        for key in sorted(listing):
+            rel = key[len(remote):].lstrip("/")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            fs.get(key, str(tmp / rel))
+        (tmp / ".complete").write_text(text + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -207,7 +216,7 @@ def save_model(model: FGCLIPModel, path: str | Path) -> None:
     directory = Path(text.removeprefix("file://"))
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / f".{SAFETENSORS_NAME}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / SAFETENSORS_NAME)
+    partial = directory / f".{SAFETENSORS_NAME}.tmp"
+    save_file(tensors, str(partial), metadata={"format": "pt"})
+    os.replace(partial, directory / SAFETENSORS_NAME)
     model.config.save(directory / CONFIG_NAME)

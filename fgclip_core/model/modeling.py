@@ -10,6 +10,7 @@ Module and parameter names follow Hugging Face ``CLIPModel`` (plus FG-CLIP's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +102,13 @@ class CLIPEncoder(nn.Module):
         self.layers = nn.ModuleList(CLIPEncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.gradient_checkpointing = False
 
+    @property
+    def blocks(self) -> list[CLIPEncoderLayer]:
+        return [cast(CLIPEncoderLayer, m) for m in self.layers]
+
     def forward(self, x: torch.Tensor, causal: bool, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Run layers ``start..end-1`` (all by default)."""
-        for layer in self.layers[start:end]:
+        for layer in self.blocks[start:end]:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, causal, use_reentrant=False)
             else:
@@ -121,13 +126,13 @@ class CLIPTextEmbeddings(nn.Module):
         self.position_embedding_res = nn.Embedding(cfg.long_max_position_embeddings, cfg.hidden_size)
 
     def positions(self, length: int, long: bool) -> torch.Tensor:
-        """``[length, D]``: the short table, or ``ori * mask(first keep) + res * mask(rest)``."""
+        """``[length, D]``: the short table, or ``ori * mask(first keep) + res * mask(rest)``
+        (computed as a concatenation: same values, same gradients, no multiplications)."""
         if not long:
             return self.position_embedding.weight[:length]
-        pos = torch.arange(length, device=self.position_embedding_ori.weight.device)
-        first = (pos < self.cfg.long_keep_positions).to(self.position_embedding_ori.weight.dtype)[:, None]
-        return (self.position_embedding_ori.weight[:length] * first
-                + self.position_embedding_res.weight[:length] * (1 - first))
+        keep = min(self.cfg.long_keep_positions, length)
+        return torch.cat([self.position_embedding_ori.weight[:keep],
+                          self.position_embedding_res.weight[keep:length]], dim=0)
 
     def forward(self, input_ids: torch.Tensor, long: bool) -> torch.Tensor:
         limit = self.cfg.long_max_position_embeddings if long else self.cfg.max_position_embeddings
@@ -202,7 +207,7 @@ class CLIPVisionTransformer(nn.Module):
 
     def dense_from(self, before_last: torch.Tensor) -> torch.Tensor:
         """Last layer without attention mixing, CLS dropped, post-LN: ``[B, h*w, W]``."""
-        x = self.encoder.layers[-1].forward_without_mixing(before_last)
+        x = self.encoder.blocks[-1].forward_without_mixing(before_last)
         return self.post_layernorm(x[:, 1:])
 
 
@@ -243,7 +248,7 @@ class FGCLIPModel(nn.Module):
             in_std = width**-0.5 * (2 * n_layers) ** -0.5 * f
             out_std = width**-0.5 * f
             fc_std = (2 * width) ** -0.5 * f
-            for layer in tower.encoder.layers:
+            for layer in tower.encoder.blocks:
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                     nn.init.normal_(proj.weight, std=in_std)
                 nn.init.normal_(layer.self_attn.out_proj.weight, std=out_std)

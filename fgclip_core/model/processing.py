@@ -13,7 +13,7 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -93,7 +93,9 @@ def build_clip_tokenizer(out_dir: str | Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # transformers 5: CLIPTokenizer is the tokenizers-backed class and takes the vocabulary and
     # merges as data (building it from file paths silently gives a 3-token vocabulary).
-    tok = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], pad_token="<|endoftext|>")
+    # Its annotation says list[str], but the tokenizers BPE model needs (left, right) pairs.
+    pairs: Any = [tuple(m.split()) for m in merges]
+    tok = CLIPTokenizer(vocab=vocab, merges=pairs, pad_token="<|endoftext|>")
     tok.save_pretrained(str(out))
     _verify(AutoTokenizer.from_pretrained(str(out)), str(out))
 

@@ -77,6 +77,13 @@ def roi_weights(boxes_xyxy: torch.Tensor, height: int, width: int, output_size: 
     return wy.reshape(*lead, out_h, height), wx.reshape(*lead, out_w, width)
 
 
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
 def roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: int | tuple[int, int],
               spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> torch.Tensor:
     """``torchvision.ops.roi_align`` semantics: ``input [N, C, H, W]``, ``boxes [R, 5]`` rows
@@ -85,7 +92,7 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: int | tuple
         raise ValueError(f"roi_align: input must be [N, C, H, W], got shape {tuple(input.shape)}")
     if boxes.dim() != 2 or boxes.shape[1] != 5:
         raise ValueError(f"roi_align: boxes must be [R, 5] (batch_index, x1, y1, x2, y2), got {tuple(boxes.shape)}")
-    out_hw = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    out_hw = _pair(output_size)
     n, c, height, width = input.shape
     r = boxes.shape[0]
     if r == 0:
@@ -113,7 +120,7 @@ def roi_align_batched(input: torch.Tensor, boxes_xyxy: torch.Tensor, output_size
                          f"{tuple(input.shape)} and {tuple(boxes_xyxy.shape)}")
     if boxes_xyxy.shape[0] != input.shape[0]:
         raise ValueError(f"roi_align_batched: {boxes_xyxy.shape[0]} box rows for {input.shape[0]} images")
-    out_hw = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    out_hw = _pair(output_size)
     _, _, height, width = input.shape
     wy, wx = roi_weights(boxes_xyxy, height, width, out_hw, spatial_scale, sampling_ratio, aligned)
     out = torch.einsum("bkph,bchw,bkqw->bkcpq", wy, input.to(wy.dtype), wx)

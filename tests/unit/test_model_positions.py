@@ -64,3 +64,15 @@ def test_config_rejects_inconsistent_long_length():
 
     with pytest.raises(ValidationError, match="4\\*77 - 3\\*20 = 248"):
         TextConfig(long_max_position_embeddings=250)
+
+
+def test_long_mode_trains_ori_on_first_20_and_res_on_the_rest():
+    model = FGCLIPModel(load_arch("tiny"))
+    ids = torch.full((1, 30), 320)
+    ids[0, 0], ids[0, -1] = 49406, 49407
+    model.get_text_features(ids, walk_short_pos=False).sum().backward()
+    emb = model.text_model.embeddings
+    g_ori, g_res = emb.position_embedding_ori.weight.grad, emb.position_embedding_res.weight.grad
+    assert g_ori[:20].abs().sum() > 0 and g_ori[20:].abs().sum() == 0
+    assert g_res[:20].abs().sum() == 0 and g_res[20:30].abs().sum() > 0 and g_res[30:].abs().sum() == 0
+    assert emb.position_embedding.weight.grad is None
