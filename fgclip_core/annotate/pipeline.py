@@ -19,6 +19,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -113,7 +114,7 @@ class Annotator:
         self.fingerprint = hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:16]
 
     # -- one chunk ---------------------------------------------------------------------------
-    def _chunk(self, refs: Sequence[ImageRef]) -> tuple[list[FineHARDRecord], list[Quarantined]]:
+    def _load(self, refs: Sequence[ImageRef]) -> tuple[list[LoadedImage], list[Quarantined]]:
         quarantine: list[Quarantined] = []
         loaded: list[LoadedImage] = []
         for ref in refs:
@@ -121,7 +122,10 @@ class Annotator:
                 loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels))
             except (ImageLoadError, OSError) as e:
                 quarantine.append(Quarantined(ref.id, ref.f_path, "decode", str(e)))
+        return loaded, quarantine
 
+    def _chunk(self, loaded: list[LoadedImage], quarantine: list[Quarantined]
+               ) -> tuple[list[FineHARDRecord], list[Quarantined]]:
         records: list[tuple[LoadedImage, FineHARDRecord]] = []
         for img, cap in zip(loaded, self.captioner.caption(loaded), strict=True):
             rec = FineHARDRecord(id=img.ref.id, f_path=img.ref.f_path, width=img.width, height=img.height)
@@ -168,35 +172,51 @@ class Annotator:
         size = self.cfg.pipeline.chunk_size
         chunks = [refs[i: i + size] for i in range(0, len(refs), size)]
         total = Summary(chunks=len(chunks))
-        with tqdm(total=len(refs), unit="img", desc="annotate", disable=not progress) as bar:
+        done: dict[int, Summary] = {}
+        for ci, chunk in enumerate(chunks):
+            marker = _read_json(join(self.out, "_done", f"chunk-{ci:05d}.json"))
+            if marker and marker.get("ids") == [r.id for r in chunk] and marker.get("config") == self.fingerprint:
+                done[ci] = Summary(**marker["summary"])
+            elif marker:
+                log.warning("chunk-%05d: images or config changed since the last run; redoing it", ci)
+        todo = [ci for ci in range(len(chunks)) if ci not in done]
+        # The next chunk's images are decoded in the background while this one is annotated.
+        with tqdm(total=len(refs), unit="img", desc="annotate", disable=not progress) as bar, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="annotate-prefetch") as pool:
+            pending = {todo[0]: pool.submit(self._load, chunks[todo[0]])} if todo else {}
             for ci, chunk in enumerate(chunks):
-                name = f"chunk-{ci:05d}"
-                marker_url = join(self.out, "_done", f"{name}.json")
-                ids = [r.id for r in chunk]
-                marker = _read_json(marker_url)
-                if marker and marker.get("ids") == ids and marker.get("config") == self.fingerprint:
-                    stats = Summary(**marker["summary"])
+                if ci in done:
+                    stats = done[ci]
                     total.chunks_skipped += 1
                 else:
-                    if marker:
-                        log.warning("%s: images or config changed since the last run; redoing it", name)
-                    records, quarantine = self._chunk(chunk)
-                    _write_jsonl(join(self.out, "records", f"{name}.jsonl"), [r.to_dict() for r in records])
-                    _write_jsonl(join(self.out, "quarantine", f"{name}.jsonl"), [asdict(q) for q in quarantine])
-                    stats = Summary(images=len(chunk), records=len(records), quarantined=len(quarantine),
-                                    regions=sum(len(r.bbox_info) for r in records),
-                                    regions_with_negatives=sum(g.flag_short_neg for r in records for g in r.bbox_info),
-                                    quarantined_by_stage=dict(Counter(q.stage for q in quarantine)))
-                    if stats.records + stats.quarantined != stats.images:
-                        raise RuntimeError(f"{name}: {stats.images} images in but {stats.records} records + "
-                                           f"{stats.quarantined} quarantined out")
-                    _write_jsonl(marker_url, [{"ids": ids, "config": self.fingerprint, "summary": asdict(stats)}])
+                    loaded, quarantine = pending.pop(ci).result()
+                    nxt = next((c for c in todo if c > ci), None)
+                    if nxt is not None:
+                        pending[nxt] = pool.submit(self._load, chunks[nxt])
+                    stats = self._finish_chunk(ci, chunk, *self._chunk(loaded, quarantine))
                 total.add(stats)
                 bar.update(len(chunk))
                 if on_chunk is not None:
                     on_chunk(ci, total)
         _write_jsonl(join(self.out, "summary.json"), [asdict(total)])
         return total
+
+    def _finish_chunk(self, ci: int, chunk: Sequence[ImageRef], records: list[FineHARDRecord],
+                      quarantine: list[Quarantined]) -> Summary:
+        name = f"chunk-{ci:05d}"
+        _write_jsonl(join(self.out, "records", f"{name}.jsonl"), [r.to_dict() for r in records])
+        _write_jsonl(join(self.out, "quarantine", f"{name}.jsonl"), [asdict(q) for q in quarantine])
+        stats = Summary(images=len(chunk), records=len(records), quarantined=len(quarantine),
+                        regions=sum(len(r.bbox_info) for r in records),
+                        regions_with_negatives=sum(g.flag_short_neg for r in records for g in r.bbox_info),
+                        quarantined_by_stage=dict(Counter(q.stage for q in quarantine)))
+        if stats.records + stats.quarantined != stats.images:
+            raise RuntimeError(f"{name}: {stats.images} images in but {stats.records} records + "
+                               f"{stats.quarantined} quarantined out")
+        # the marker is written last: a chunk counts as done only once its records and quarantine exist
+        _write_jsonl(join(self.out, "_done", f"{name}.json"),
+                     [{"ids": [r.id for r in chunk], "config": self.fingerprint, "summary": asdict(stats)}])
+        return stats
 
 
 def read_records(out: str) -> list[FineHARDRecord]:
