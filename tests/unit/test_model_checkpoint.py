@@ -164,3 +164,44 @@ def test_hf_clip_conversion_builds_fgclip_heads(hf_clip_tiny_dir: Path):
 def test_dtype_argument(tiny_checkpoint_dir: Path):
     m = FGCLIPModel.from_pretrained(str(tiny_checkpoint_dir), dtype=torch.bfloat16)
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+
+
+def test_hf_clip_bin_and_sharded_safetensors_load(tmp_path: Path, hf_clip_tiny_dir: Path):
+    sd = load_file(str(hf_clip_tiny_dir / "model.safetensors"))
+    ref = FGCLIPModel.from_pretrained(str(hf_clip_tiny_dir)).state_dict()
+    as_bin = tmp_path / "bin"
+    as_bin.mkdir()
+    shutil.copy(hf_clip_tiny_dir / "config.json", as_bin)
+    torch.save(sd, as_bin / "pytorch_model.bin")
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    shutil.copy(hf_clip_tiny_dir / "config.json", sharded)
+    keys = sorted(sd)
+    halves = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, ks in halves.items():
+        save_file({k: sd[k] for k in ks}, str(sharded / name))
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: name for name, ks in halves.items() for k in ks}}))
+    for d in (as_bin, sharded):
+        got = FGCLIPModel.from_pretrained(str(d)).state_dict()
+        assert all(torch.equal(got[k], v) for k, v in ref.items()), d
+    (sharded / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model-00002-of-00002\.safetensors: shard listed in"):
+        FGCLIPModel.from_pretrained(str(sharded))
+
+
+@pytest.mark.parametrize("arch", ["tiny", "ViT-B-16", "ViT-L-14-336"])
+def test_architectures_have_hf_clip_shapes(arch: str):
+    """Every architecture's CLIP part has exactly transformers.CLIPModel's keys and shapes."""
+    from transformers import CLIPConfig, CLIPModel
+
+    cfg = load_arch(arch)
+    with torch.device("meta"):
+        ours = FGCLIPModel(cfg).state_dict()
+        hf = CLIPModel(CLIPConfig(**cfg.to_hf_dict())).state_dict()
+    hf = {k: v for k, v in hf.items() if not k.endswith("position_ids")}
+    extra = {"text_model.embeddings.position_embedding_ori.weight", "text_model.embeddings.position_embedding_res.weight",
+             "text_filip_projection.weight", "logit_scale_finegraind", "logit_scale_hardneg"}
+    assert set(ours) - set(hf) == extra and set(hf) <= set(ours)
+    assert all(ours[k].shape == v.shape for k, v in hf.items())
+    assert ours["text_model.embeddings.position_embedding_res.weight"].shape[0] == 248
