@@ -3,7 +3,9 @@
 Backends (all behind :class:`Captioner`):
 - :class:`SidecarCaptioner`: captions that come with the images: ``<image stem>.txt`` next to the
   image, or a metadata JSONL (``file_name``/``f_path`` + ``caption``, optional ``alt_text``/
-  ``short_caption``); ``ROOT/metadata.jsonl`` is used when present and no file is configured;
+  ``short_caption``); ``ROOT/metadata.jsonl`` is used when present and no file is configured. A
+  folder of JSONL files works too, so the ``records/`` of an earlier run can feed the later stages
+  alone (captions are then reused, not remade);
 - :class:`EndpointCaptioner`: an OpenAI-compatible endpoint serving a vision-language model;
 - ``HFLocalCaptioner`` (``fgclip_core.annotate.backends.hf_local``): a local transformers model.
 """
@@ -81,20 +83,23 @@ class SidecarCaptioner:
 
     @staticmethod
     def _read_meta(url: str) -> dict[str, dict[str, Any]]:
+        """One JSONL file, or every ``*.jsonl`` in a folder (e.g. the ``records/`` of an earlier run)."""
         fs, p = filesystem(url)
+        files = sorted(fs.glob(p.rstrip("/") + "/*.jsonl")) if fs.isdir(p) else [p]
         out: dict[str, dict[str, Any]] = {}
-        with fs.open(p, "rt") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    key = row.get("file_name") or row.get("f_path")
-                except (json.JSONDecodeError, AttributeError) as e:
-                    raise ValueError(f"{url}:{n}: not a JSON object: {e}") from e
-                if not isinstance(key, str):
-                    raise ValueError(f"{url}:{n}: needs a 'file_name' or 'f_path' string")
-                out[key] = row
+        for path in files:
+            with fs.open(path, "rt") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        key = row.get("file_name") or row.get("f_path")
+                    except (json.JSONDecodeError, AttributeError) as e:
+                        raise ValueError(f"{path}:{n}: not a JSON object: {e}") from e
+                    if not isinstance(key, str):
+                        raise ValueError(f"{path}:{n}: needs a 'file_name' or 'f_path' string")
+                    out[key] = row
         return out
 
     def _prov(self, source: str) -> dict[str, Any]:

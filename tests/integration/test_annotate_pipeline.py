@@ -183,3 +183,18 @@ def test_cli_runs_the_pipeline_and_prints_a_summary(sample_set, tmp_path):
     assert total == len(sample_set.records) and rejected == []
     res = CliRunner().invoke(cli, ["annotate", "--images", str(images)])
     assert res.exit_code != 0 and "--out" in res.output
+
+
+def test_later_stages_can_run_alone_on_an_earlier_runs_records(sample_set, owl_dir, tmp_path):
+    root = str(sample_set.images_root)
+    first = load_annotate_config(None, [f"captions.metadata_file={sample_set.annotations_path}"])
+    Annotator(first, root, str(tmp_path / "captions")).run(progress=False)
+    # boxes + negatives alone, reusing the captions of the first run (its records/ folder)
+    later = load_annotate_config(None, [f"captions.metadata_file={tmp_path / 'captions' / 'records'}",
+                                        "boxes.backend=hf_local", f"boxes.model_dir={owl_dir}"])
+    Annotator(later, root, str(tmp_path / "regions")).run(progress=False)
+    a = {r.id: r for r in read_records(str(tmp_path / "captions"))}
+    b = {r.id: r for r in read_records(str(tmp_path / "regions"))}
+    assert a.keys() == b.keys()
+    assert all(a[k].caption == b[k].caption and a[k].short_caption == b[k].short_caption for k in a)
+    assert all(not r.bbox_info for r in a.values()) and any(r.bbox_info for r in b.values())
