@@ -54,6 +54,8 @@ class LoaderConfig(StrictModel):
     equalize_ranks: bool = Field(
         True, description="shuffle mode: every rank yields the same number of batches per epoch")
     decode_draft: bool = Field(True, description="let JPEG decode at a reduced scale near the target size")
+    fast_tokenizer: Literal["auto", "on", "off"] = Field(
+        "auto", description="word-cached exact CLIP BPE (data.tokens): auto = when the tokenizer is CLIP's")
     pin_memory: bool = False
     prefetch_factor: int = Field(2, ge=1)
     log_bad_samples: int = Field(20, ge=0, description="bad samples logged per worker (all are counted)")

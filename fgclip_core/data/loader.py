@@ -5,7 +5,8 @@ Splitting: logical worker ``w`` of rank ``r`` (of ``R`` ranks and ``W`` workers)
 ``mode="shuffle"`` walks the owned shards once per epoch in a seeded order; ``mode="resample"``
 draws owned shards with replacement, endlessly. Samples pass a seeded shuffle buffer, are decoded
 (``images.decode_image``), processed (``ImageProcessor.preprocess_one``), and collated into
-batches inside the worker; texts are tokenised once per batch (``FGCLIPTokenizer.encode``).
+batches inside the worker; texts are tokenised once per batch (``FGCLIPTokenizer.encode``, behind the
+exact word cache of ``data.tokens`` when the tokenizer is CLIP's).
 
 Determinism: every random choice comes from RNGs seeded by (seed, epoch, rank, logical worker)
 and, per sample, its stream position. The torch DataLoader returns worker batches round-robin;
@@ -41,6 +42,7 @@ from fgclip_core.data.images import decode_image
 from fgclip_core.data.io import record_from_raw
 from fgclip_core.data.records import FineHARDRecord
 from fgclip_core.data.shards import Manifest, read_manifest
+from fgclip_core.data.tokens import FastEncoder, FastEncoderUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +289,7 @@ class FineHARDLoader:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.source = source
         self.cfg = config or LoaderConfig()
-        self.tokenizer = tokenizer
+        self.tokenizer = self._text_encoder(tokenizer, self.cfg.fast_tokenizer)
         self.processor = image_processor
         self.rank, self.world_size = rank, world_size
         self.manifest = manifest or read_manifest(source)
@@ -297,6 +299,18 @@ class FineHARDLoader:
             owned_shards(len(self.urls), rank, world_size, w, self.num_logical)
         self._reset_epoch(epoch)
         self._counters: dict[int, dict[str, Any]] = {}
+
+    @staticmethod
+    def _text_encoder(tokenizer: Tokenizer, choice: str) -> Tokenizer:
+        if choice == "off":
+            return tokenizer
+        try:
+            return FastEncoder.for_tokenizer(tokenizer)
+        except FastEncoderUnavailable as e:
+            if choice == "on":
+                raise
+            log.info("loader: tokenising with %s directly (%s)", type(tokenizer).__name__, e)
+            return tokenizer
 
     # ---- state ---------------------------------------------------------------------------------
     def _reset_epoch(self, epoch: int) -> None:

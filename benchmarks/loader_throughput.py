@@ -1,0 +1,130 @@
+"""Loader throughput vs the bare decode + resize cost of the same images.
+
+Builds shards from the bundled sample (records repeated under new ids to get a few hundred
+samples) in a temporary folder, then measures, for 1 and 2 workers:
+- baseline: a plain loop (in W processes for W workers) that decodes each JPEG of the shards with
+  PIL and resizes it to the model size: the work no pipeline can avoid;
+- loader: ``FineHARDLoader`` samples/s (tar read + decode + resize + normalise + CLIP BPE
+  tokenisation of long/short/region/hard-negative texts + collation).
+It prints ``ratio = loader / baseline`` (target >= 0.9). The JPEG draft mode is applied to both
+sides when ``decode_draft`` is on (the default), and to neither when it is off.
+
+    .venv/bin/python benchmarks/loader_throughput.py [--samples 320] [--batch-size 16] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import statistics
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from fgclip_core.data.config import DataConfig, LoaderConfig, ShardConfig
+from fgclip_core.data.loader import FineHARDLoader
+from fgclip_core.data.pipeline import build_shards
+from fgclip_core.data.shards import shard_urls
+from fgclip_core.model.processing import ImageProcessor, build_clip_tokenizer, load_tokenizer
+from fgclip_core.sample import materialize_sample
+
+
+def _prepare(tmp: Path, samples: int, spp: int) -> str:
+    sample = materialize_sample(tmp / "sample")
+    base = [json.loads(line) for line in Path(sample.annotations_path).read_text().splitlines() if line.strip()]
+    recs = []
+    for i in range(samples):
+        r = dict(base[i % len(base)])
+        r["id"] = f"{r['id']}-{i:05d}"
+        recs.append(r)
+    ann = tmp / "ann.jsonl"
+    ann.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp / "shards"
+    build_shards(str(ann), str(sample.images_root), str(out), DataConfig(shards=ShardConfig(samples_per_shard=spp)))
+    return str(out)
+
+
+def _jpegs(urls: list[str]) -> list[bytes]:
+    out = []
+    for u in urls:
+        with tarfile.open(u) as t:
+            out += [t.extractfile(m).read() for m in t.getmembers() if m.name.endswith(".jpg")]
+    return out
+
+
+def _decode_resize(args: tuple[list[bytes], int, bool]) -> int:
+    images, size, draft = args
+    for data in images:
+        img = Image.open(io.BytesIO(data))
+        if draft:
+            img.draft("RGB", (size, size))
+        img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return len(images)
+
+
+def baseline(images: list[bytes], size: int, draft: bool, workers: int) -> float:
+    if workers <= 1:
+        t = time.perf_counter()
+        n = _decode_resize((images, size, draft))
+        return n / (time.perf_counter() - t)
+    parts = [(images[i::workers], size, draft) for i in range(workers)]
+    with mp.get_context("fork").Pool(workers) as pool:
+        pool.map(_decode_resize, [(p[0][:2], size, draft) for p in parts])  # warm the pool
+        t = time.perf_counter()
+        n = sum(pool.map(_decode_resize, parts))
+        return n / (time.perf_counter() - t)
+
+
+def loader_rate(url: str, tok, proc, cfg: LoaderConfig, n_samples: int) -> float:
+    loader = FineHARDLoader(url, tok, proc, cfg)
+    it = iter(loader)
+    next(it)  # start-up (worker fork, first shard) is not throughput
+    t, n = time.perf_counter(), 0
+    for b in it:
+        n += b.batch_size
+        if n >= n_samples:
+            break
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=320)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved baseline/loader pairs per setting")
+    ap.add_argument("--no-draft", action="store_true", help="decode at full size on both sides")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    draft = not args.no_draft
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        url = _prepare(tmp, args.samples, spp=args.samples // 8)
+        build_clip_tokenizer(tmp / "tok")
+        tok, proc = load_tokenizer(tmp / "tok"), ImageProcessor(size=args.size)
+        images = _jpegs(shard_urls(url))
+        print(f"{len(images)} samples in {len(shard_urls(url))} shards; image size {args.size}; draft={draft}; "
+              f"batch {args.batch_size}")
+        print(f"{'workers':>7} {'baseline/s':>11} {'loader/s':>9} {'ratio':>6}   (medians of {args.repeats} "
+              f"interleaved pairs; ratio range)")
+        for workers in (1, 2):
+            cfg = LoaderConfig(batch_size=args.batch_size, num_workers=0 if workers == 1 else workers,
+                               mode="resample", shuffle_buffer=64, decode_draft=draft)
+            n = args.samples - 2 * args.batch_size
+            pairs = []
+            for _ in range(args.repeats):   # interleaved, so that a load change on a shared machine hits both
+                base = baseline(images, args.size, draft, workers)
+                rate = loader_rate(url, tok, proc, cfg, n)
+                pairs.append((base, rate, rate / base))
+            base, rate, ratio = (statistics.median(p[i] for p in pairs) for i in range(3))
+            lo, hi = min(p[2] for p in pairs), max(p[2] for p in pairs)
+            print(f"{workers:>7} {base:>11.1f} {rate:>9.1f} {ratio:>6.2f}   [{lo:.2f} .. {hi:.2f}]")
+
+if __name__ == "__main__":
+    main()
