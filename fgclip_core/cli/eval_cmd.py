@@ -54,8 +54,8 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
                      for s in sf.benchmarks]
             base_settings = sf.settings.model_dump()
         else:
-            specs = [BenchmarkSpec(suite=suite, data=data, images=images, name=name, format=fmt,
-                                   classnames=classnames, limit=limit, split=split)]
+            specs = [BenchmarkSpec.model_validate(dict(suite=suite, data=data, images=images, name=name, format=fmt,
+                                                       classnames=classnames, limit=limit, split=split))]
             base_settings = (load_config(EvalSettings, settings_file).model_dump() if settings_file else {})
         values = apply_overrides(base_settings, list(overrides))
         if cache_dir:

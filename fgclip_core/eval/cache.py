@@ -37,7 +37,7 @@ def fingerprint_dir(url: str) -> str:
         rel = path[len(root_s):].lstrip("/")
         h.update(rel.encode() + b"\0")
         with fs.open(path, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 22), b""):
+            while block := f.read(1 << 22):
                 h.update(block)
         h.update(b"\0")
     return h.hexdigest()

@@ -29,17 +29,17 @@ TemplateSet = Literal["clip80", "simple", "none"]
 
 
 class EvalSettings(StrictModel):
-    batch_size: int = Field(32, ge=1, description="images / texts per forward pass")
-    chunk_size: int = Field(1024, ge=1, description="query rows per similarity block in the metrics")
+    batch_size: int = Field(default=32, ge=1, description="images / texts per forward pass")
+    chunk_size: int = Field(default=1024, ge=1, description="query rows per similarity block in the metrics")
     recall_ks: tuple[int, ...] = (1, 5, 10)
     topk: tuple[int, ...] = (1, 5)
     device: str = "cpu"
-    cache_dir: str | None = Field(None, description="embedding cache; default <output>/cache")
-    templates: TemplateSet = Field("clip80", description="prompts for zero-shot class names")
-    box_templates: TemplateSet = Field("clip80", description="prompts for box-classification class names")
-    gallery_queries: int = Field(3, ge=0, description="sample queries shown in the report")
-    gallery_top: int = Field(5, ge=1)
-    curve_max_k: int = Field(50, ge=1, description="recall@k curves go up to this k")
+    cache_dir: str | None = Field(default=None, description="embedding cache; default <output>/cache")
+    templates: TemplateSet = Field(default="clip80", description="prompts for zero-shot class names")
+    box_templates: TemplateSet = Field(default="clip80", description="prompts for box-classification class names")
+    gallery_queries: int = Field(default=3, ge=0, description="sample queries shown in the report")
+    gallery_top: int = Field(default=5, ge=1)
+    curve_max_k: int = Field(default=50, ge=1, description="recall@k curves go up to this k")
     progress: bool = True
 
     @field_validator("recall_ks", "topk")
@@ -53,16 +53,16 @@ class EvalSettings(StrictModel):
 class BenchmarkSpec(StrictModel):
     suite: Suite
     data: str
-    images: str | None = Field(None, description="images root; Urban-1K defaults to DATA/image")
+    images: str | None = Field(default=None, description="images root; Urban-1K defaults to DATA/image")
     name: str | None = None
     format: Format = "auto"
-    classnames: str | None = Field(None, description="class-names file (zeroshot)")
-    limit: int | None = Field(None, ge=1, description="evaluate only the first N items / images "
+    classnames: str | None = Field(default=None, description="class-names file (zeroshot)")
+    limit: int | None = Field(default=None, ge=1, description="evaluate only the first N items / images "
                                                        "(ShareGPT4V is always cut to its first 1,000)")
-    split: str = Field("test", description="Karpathy split")
-    max_captions: int = Field(5, ge=1, description="captions per image kept (COCO / Karpathy)")
+    split: str = Field(default="test", description="Karpathy split")
+    max_captions: int = Field(default=5, ge=1, description="captions per image kept (COCO / Karpathy)")
     skip_crowd: bool = False
-    basename: bool = Field(False, description="ShareGPT4V: keep only the file name of 'image'")
+    basename: bool = Field(default=False, description="ShareGPT4V: keep only the file name of 'image'")
 
     def display_name(self) -> str:
         return self.name or f"{self.suite}:{Path(self.data.rstrip('/')).name}"

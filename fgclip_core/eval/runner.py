@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fgclip_core.eval.cache import EmbeddingCache
 from fgclip_core.eval.config import BenchmarkSpec, EvalSettings
@@ -28,7 +29,7 @@ from fgclip_core.eval.tracking import log_to_mlflow, mlflow_name
 
 log = logging.getLogger(__name__)
 
-SUITE_RUNNERS = {
+SUITE_RUNNERS: dict[str, Callable[[Any, CachedEncoder, EvalSettings], SuiteResult]] = {
     "fgovd": fgovd.run,
     "long-retrieval": long_retrieval.run,
     "short-retrieval": short_retrieval.run,

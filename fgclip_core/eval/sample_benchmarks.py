@@ -114,7 +114,9 @@ def write_image_folder(sample_set, root: Path, classnames: Path | None = None) -
 
 def write_coco_instances(sample_set, path: Path) -> dict:
     """Boxes of the sample regions; one category per region phrase."""
-    images, anns, cats = [], [], []
+    images: list[dict] = []
+    anns: list[dict] = []
+    cats: list[dict] = []
     for i, r in enumerate(records(sample_set)):
         images.append({"id": i + 1, "file_name": r.f_path, "width": r.width, "height": r.height})
         for reg in r.bbox_info:

@@ -73,6 +73,8 @@ def limit_items(data: Data, n: int) -> Data:
                        text_to_image=[data.text_to_image[j] for j in keep])
     if isinstance(data, ClassificationData):
         return replace(data, images=data.images[:n], labels=data.labels[:n])
+    if isinstance(data, FGOVDData):
+        return replace(data, items=data.items[:n])
     return replace(data, items=data.items[:n])
 
 

@@ -73,12 +73,13 @@ def read_karpathy(path: str, images_root: str, split: str = "test", max_captions
         fname = require(img, "filename", str, path, where)
         folder = img.get("filepath")
         sents = require(img, "sentences", list, path, where)
-        raws = [s.get("raw") for s in sents if isinstance(s, dict)]
-        if not raws or not all(isinstance(r, str) and r.strip() for r in raws):
+        raws = [s.get("raw") if isinstance(s, dict) else None for s in sents]
+        texts = [r.strip() for r in raws if isinstance(r, str) and r.strip()]
+        if not raws or len(texts) != len(raws):
             raise BenchmarkFormatError(path, where, "every sentence needs a non-empty 'raw'")
         rel = f"{folder}/{fname}" if isinstance(folder, str) and folder else fname
         images.append(io.join(images_root, rel))
-        captions.append([r.strip() for r in raws[:max_captions]])
+        captions.append(texts[:max_captions])
     if not images:
         raise BenchmarkFormatError(path, None, f"no images in split {split!r}")
     return _build(name, path, images, captions)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from fgclip_core.eval.encoder import CachedEncoder
+from fgclip_core.eval.encoder import CachedEncoder, TextMode
 from fgclip_core.eval.prompts import prompts_for_class, templates_for
 
-TEXT_MODE = "short"
+TEXT_MODE: TextMode = "short"
 
 
 def build_classifier(encoder: CachedEncoder, classnames: list[str], template_set: str) -> torch.Tensor:

@@ -13,7 +13,7 @@ from fgclip_core.eval.result import SuiteResult
 
 def _drop_missing(data: RetrievalData, found: list[bool]) -> tuple[list[str], list[int], list[int], list[str]]:
     """Keep images that loaded and the texts that belong to them (re-indexed)."""
-    new_index = {}
+    new_index: dict[int, int] = {}
     for i, ok in enumerate(found):
         if ok:
             new_index[i] = len(new_index)
@@ -47,12 +47,12 @@ def run_retrieval(suite: str, data: RetrievalData, encoder: CachedEncoder, setti
     top = settings.gallery_top
     for j in range(min(settings.gallery_queries, len(texts))):
         s = (img_emb @ txt_emb[j]).tolist()
-        order = sorted(range(len(images)), key=lambda i, s=s: -s[i])[:top]
+        order = sorted(range(len(images)), key=s.__getitem__, reverse=True)[:top]
         gallery.append({"kind": "t2i", "query": texts[j], "truth": images[t2i[j]],
                         "results": [{"image": images[i], "score": s[i], "positive": i == t2i[j]} for i in order]})
     for i in range(min(settings.gallery_queries, len(images))):
         s = (txt_emb @ img_emb[i]).tolist()
-        order = sorted(range(len(texts)), key=lambda j, s=s: -s[j])[:top]
+        order = sorted(range(len(texts)), key=s.__getitem__, reverse=True)[:top]
         gallery.append({"kind": "i2t", "query": images[i],
                         "results": [{"text": texts[j], "score": s[j], "positive": t2i[j] == i} for j in order]})
     encoder.save()

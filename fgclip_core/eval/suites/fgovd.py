@@ -14,12 +14,12 @@ import torch
 
 from fgclip_core.eval.config import EvalSettings
 from fgclip_core.eval.datasets.types import FGOVDData
-from fgclip_core.eval.encoder import CachedEncoder
+from fgclip_core.eval.encoder import CachedEncoder, TextMode
 from fgclip_core.eval.metrics import accuracy, multiple_choice_ranks, recall_curve
 from fgclip_core.eval.result import SuiteResult
 
 SUITE = "fgovd"
-TEXT_MODE = "short"
+TEXT_MODE: TextMode = "short"
 
 
 def run(data: FGOVDData, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:

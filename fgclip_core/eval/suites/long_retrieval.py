@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fgclip_core.eval.config import EvalSettings
 from fgclip_core.eval.datasets.types import RetrievalData
-from fgclip_core.eval.encoder import CachedEncoder
+from fgclip_core.eval.encoder import CachedEncoder, TextMode
 from fgclip_core.eval.result import SuiteResult
 from fgclip_core.eval.suites._retrieval import run_retrieval
 
 SUITE = "long-retrieval"
-TEXT_MODE = "long"
+TEXT_MODE: TextMode = "long"
 
 
 def run(data: RetrievalData, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
