@@ -130,7 +130,7 @@ class EndpointDetector:
     def detect(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]) -> list[list[Detection] | str]:
         def job(img: Image.Image, phrases: Sequence[str]) -> ChatJob[list[Detection]]:
             prompt = self.cfg.prompt_template.format(phrases="; ".join(phrases), coord_scale=self.cfg.coord_scale)
-            return ChatJob(lambda: user_message(prompt, [image_data_url(img, 1024)]),
+            return ChatJob(lambda: user_message(prompt, [image_data_url(img, self.cfg.max_image_side)]),
                            lambda text: parse_grounding(text, phrases, self.cfg.coord_scale))
 
         out: list[list[Detection] | str] = [[] for _ in images]

@@ -85,9 +85,11 @@ class BoxConfig(StrictModel):
     # boxes smaller than this (normalised side) after clipping are dropped as degenerate
     min_side: float = Field(0.01, ge=0, lt=1)
     batch_size: int = Field(2, ge=1)
+    # openai: a grounding-capable VLM answering JSON boxes; images downscaled to this before upload
     prompt_template: str = GROUNDING_PROMPT
     prompt_version: str = "grounding-v1"
     coord_scale: float = Field(1.0, gt=0)
+    max_image_side: int = Field(1024, ge=32)
 
     @model_validator(mode="after")
     def _needs(self) -> BoxConfig:

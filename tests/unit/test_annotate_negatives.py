@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fgclip_core.annotate.negatives import (
     RuleNegatives,
@@ -118,3 +120,31 @@ def test_cli_negatives_rules(tmp_path):
     assert [r["expression"] for r in rows] == ["a light grey plastic pipe", "the man on the left", "a red car"]
     assert len(rows[0]["negatives"]) == 10 and rows[1]["negatives"] == [] and len(rows[2]["negatives"]) == 10
     assert set(rows[0]) == {"expression", "negatives"}
+
+
+def _attribute_words() -> list[str]:
+    from fgclip_core.annotate.lexicon import load_lexicon
+
+    lex = load_lexicon()
+    return sorted({forms[0] for groups in lex.groups.values() for forms in groups})
+
+
+NOUNS = ["pipe", "car", "dog", "table", "shirt", "bottle", "chair", "umbrella", "apple", "hat"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["a", "the", "an", "this", ""]), st.lists(st.sampled_from(_attribute_words()), min_size=1,
+                                                                  max_size=3, unique=True),
+       st.sampled_from(NOUNS), st.sampled_from(["", " on the left", " next to the door"]))
+def test_rule_negatives_properties(det, attrs, noun, tail):
+    expr = " ".join(w for w in [det, *attrs, noun] if w) + tail
+    negs = RuleNegatives(n=10).one(expr)
+    assert len(negs) == 10, (expr, negs)  # every attribute word before the noun is a slot
+    assert len({normalise(n) for n in negs}) == len(negs)
+    assert normalise(expr) not in {normalise(n) for n in negs}
+    words = expr.split()
+    for n in negs:
+        nw = n.split()
+        assert len(nw) == len(words) and nw[len([det] if det else []) + len(attrs)] == noun, (expr, n)
+        changed = [i for i, (a, b) in enumerate(zip(words, nw, strict=True)) if a != b and a not in ("a", "an")]
+        assert 1 <= len(changed) <= 2, (expr, n)

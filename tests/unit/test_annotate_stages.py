@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from fgclip_core.annotate.boxes import Detection, clip_box, iou, nms, select_regions, to_regions
@@ -136,3 +138,21 @@ def test_sidecar_captions(tmp_path):
     assert (out[1].short_caption, out[1].provenance["short_caption"]["derived"]) == ("red block", "alt_text")
     assert "no sidecar c.txt" in out[2].error and "metadata.jsonl" in out[2].error
     assert "has no caption" in out[3].error
+
+
+coord = st.floats(-0.5, 1.5, allow_nan=False)
+detection = st.builds(Detection, st.integers(0, 3), st.floats(0, 1), st.tuples(coord, coord, coord, coord))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(detection, max_size=30), st.floats(0.1, 0.9), st.integers(1, 5))
+def test_selected_regions_are_valid_whatever_the_detector_says(dets, iou_threshold, max_regions):
+    cfg = BoxConfig(nms_iou=iou_threshold, max_regions=max_regions)
+    sel = select_regions(dets, cfg)
+    assert len(sel) <= max_regions
+    assert [d.score for d in sel] == sorted((d.score for d in sel), reverse=True)
+    for i, d in enumerate(sel):
+        x1, y1, x2, y2 = d.box
+        assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
+        assert x2 - x1 >= cfg.min_side and y2 - y1 >= cfg.min_side and d.score >= cfg.score_threshold
+        assert all(iou(d.box, e.box) <= iou_threshold for e in sel[:i])
