@@ -8,7 +8,6 @@ normalisation, so every suite gets unit vectors and similarity is a dot product.
 
 from __future__ import annotations
 
-import io as _io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,23 +98,34 @@ def xywh_to_normalised_xyxy(box: Sequence[float], width: int, height: int) -> tu
 
 @dataclass
 class LoadedImage:
+    """Bytes, content hash and header size of an image; pixels are decoded only when encoding."""
+
     location: str
     key: str  # content hash of the file bytes
     size: tuple[int, int]  # (width, height) of the original image
     _data: bytes
 
-    def decode(self) -> Image.Image:
-        img = Image.open(_io.BytesIO(self._data))
-        img.load()
-        return img.convert("RGB")
+    def decode(self) -> Image.Image | None:
+        return io.decode_image(self._data)
 
 
 def load_image(location: str) -> LoadedImage | None:
-    opened = io.open_image(location)
-    if opened is None:
+    """``None`` when the file is missing or its header is not an image."""
+    data = io.read_image_bytes(location)
+    size = io.image_size(data) if data is not None else None
+    if data is None or size is None:
         return None
-    img, data = opened
-    return LoadedImage(location=location, key=content_key(data), size=img.size, _data=data)
+    return LoadedImage(location=location, key=content_key(data), size=size, _data=data)
+
+
+def _decode_all(pending: list, li_index: int = 1) -> list:
+    """Pending entries whose image decodes, each with the decoded image appended."""
+    ok = []
+    for p in pending:
+        img = p[li_index].decode()
+        if img is not None:
+            ok.append((*p, img))
+    return ok
 
 
 class CachedEncoder:
@@ -157,14 +167,15 @@ class CachedEncoder:
         pending: list[tuple[int, LoadedImage]] = []
 
         def flush() -> None:
-            if not pending:
+            ready = _decode_all(pending)  # a truncated file is counted as missing
+            pending.clear()
+            if not ready:
                 return
             feats = torch.nn.functional.normalize(
-                self.encoder.encode_images([li.decode() for _, li in pending]).float(), dim=-1)
-            for (i, li), f in zip(pending, feats, strict=True):
+                self.encoder.encode_images([img for _, _, img in ready]).float(), dim=-1)
+            for (i, li, _img), f in zip(ready, feats, strict=True):
                 self.cache.put(ns, li.key, f)
                 out[i] = self.cache.peek(ns, li.key)
-            pending.clear()
 
         with self._bar(len(locations), "images") as bar:
             for i, loc in enumerate(locations):
@@ -192,15 +203,16 @@ class CachedEncoder:
         pending: list[tuple[int, LoadedImage, list[str], torch.Tensor]] = []
 
         def flush() -> None:
-            if not pending:
+            ready = _decode_all(pending)
+            pending.clear()
+            if not ready:
                 return
-            feats = self.encoder.encode_regions([p[1].decode() for p in pending], [p[3] for p in pending])
-            for (i, _li, keys, _b), f in zip(pending, feats, strict=True):
+            feats = self.encoder.encode_regions([p[4] for p in ready], [p[3] for p in ready])
+            for (i, _li, keys, _b, _img), f in zip(ready, feats, strict=True):
                 f = torch.nn.functional.normalize(f.float(), dim=-1)
                 for k, v in zip(keys, f, strict=True):
                     self.cache.put(ns, k, v)
                 out[i] = torch.stack([self.cache.peek(ns, k) for k in keys])
-            pending.clear()
 
         with self._bar(len(requests), "regions") as bar:
             for i, (loc, boxes) in enumerate(requests):

@@ -64,22 +64,37 @@ def list_names(url: str) -> list[str]:
     return sorted(PurePosixPath(p.rstrip("/")).name for p in fs.ls(path, detail=False))
 
 
-def open_image(url: str) -> tuple[Image.Image, bytes] | None:
-    """RGB image and its raw bytes, or ``None`` when the file is missing or cannot be decoded.
+_UNDECODABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
-    The caller counts and reports ``None`` (a missing image never aborts an evaluation).
-    """
+
+def read_image_bytes(url: str) -> bytes | None:
+    """The file's bytes, or ``None`` when it does not exist (other I/O errors propagate)."""
     try:
-        data = read_bytes(url)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return read_bytes(url)
+    except (FileNotFoundError, IsADirectoryError):
         return None
-    except OSError:
-        if is_remote(url):
-            return None
-        raise
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the header only, or ``None`` when it is not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except _UNDECODABLE:
+        return None
+
+
+def decode_image(data: bytes) -> Image.Image | None:
+    """Fully decoded RGB image, or ``None`` when the bytes are not a readable image."""
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return img.convert("RGB")
+    except _UNDECODABLE:
         return None
-    return img.convert("RGB"), data
+
+
+def open_image(url: str) -> Image.Image | None:
+    """RGB image, or ``None`` when the file is missing or cannot be decoded (the caller counts it)."""
+    data = read_image_bytes(url)
+    return decode_image(data) if data is not None else None

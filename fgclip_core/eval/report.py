@@ -52,8 +52,7 @@ def _img_tag(img: Image.Image | None, alt: str, border: str = "#ccc") -> str:
 
 
 def _load(location: str) -> Image.Image | None:
-    opened = io.open_image(location)
-    return opened[0] if opened else None
+    return io.open_image(location)
 
 
 def _with_box(location: str, bbox_xywh: list[float]) -> Image.Image | None:

@@ -258,3 +258,23 @@ def test_embeddings_are_computed_once_per_model_and_content(sample_set, tmp_path
 def test_unknown_suite_rejected(bad):
     with pytest.raises(ValueError):
         BenchmarkSpec(suite=bad, data="x")
+
+
+def test_truncated_and_non_image_files_are_counted_as_missing(sample_set, tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(sample_set.images_root, images)
+    first = sample_set.records[0]
+    data = (images / first.f_path).read_bytes()
+    (images / "truncated.png").write_bytes(data[: len(data) // 3])  # header fine, pixels cut off
+    (images / "notes.png").write_text("not an image")
+    path = tmp_path / "share4v.json"
+    items = L.write_sharegpt4v(sample_set, path)
+    items += [dict(items[0], image="truncated.png"), dict(items[1], image="notes.png")]
+    path.write_text(json.dumps(items))
+    enc = retrieval_oracle(sample_set, lambda r: [r.caption])
+    res = run_benchmark(BenchmarkSpec(suite="long-retrieval", data=str(path), images=str(images)),
+                        cached(enc, tmp_path), SETTINGS)
+    assert sorted(res.missing_images) == [f"{images}/notes.png", f"{images}/truncated.png"]
+    assert res.n == len(sample_set.records) and all(v == 1.0 for v in res.metrics.values())
