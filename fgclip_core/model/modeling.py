@@ -125,14 +125,15 @@ class CLIPTextEmbeddings(nn.Module):
         self.position_embedding_ori = nn.Embedding(cfg.long_max_position_embeddings, cfg.hidden_size)
         self.position_embedding_res = nn.Embedding(cfg.long_max_position_embeddings, cfg.hidden_size)
 
-    def positions(self, length: int, long: bool) -> torch.Tensor:
+    def positions(self, length: int, long: bool, device: torch.device | None = None) -> torch.Tensor:
         """``[length, D]``: the short table, or ``ori * mask(first keep) + res * mask(rest)``
-        (computed as a concatenation: same values, same gradients, no multiplications)."""
+        (computed as a concatenation: same values and gradients, no multiplications). Tables are
+        read by calling their modules, so ZeRO-3 gathers them (no direct ``.weight`` access)."""
+        ids = torch.arange(length, device=device)
         if not long:
-            return self.position_embedding.weight[:length]
+            return self.position_embedding(ids)
         keep = min(self.cfg.long_keep_positions, length)
-        return torch.cat([self.position_embedding_ori.weight[:keep],
-                          self.position_embedding_res.weight[keep:length]], dim=0)
+        return torch.cat([self.position_embedding_ori(ids[:keep]), self.position_embedding_res(ids[keep:])], dim=0)
 
     def forward(self, input_ids: torch.Tensor, long: bool) -> torch.Tensor:
         limit = self.cfg.long_max_position_embeddings if long else self.cfg.max_position_embeddings
@@ -140,7 +141,7 @@ class CLIPTextEmbeddings(nn.Module):
         if length > limit:
             raise ValueError(f"input_ids has {length} tokens but {'long' if long else 'short'} text allows "
                              f"{limit}; tokenize with mode={'long' if long else 'short'!r} (truncates, keeps EOS)")
-        return self.token_embedding(input_ids) + self.positions(length, long)
+        return self.token_embedding(input_ids) + self.positions(length, long, input_ids.device)
 
 
 class CLIPTextTransformer(nn.Module):
@@ -184,7 +185,8 @@ class CLIPVisionEmbeddings(nn.Module):
         w = self.patch_embedding.weight
         patches = self.patch_embedding(pixel_values.to(w.dtype)).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
-        return torch.cat([cls, patches], dim=1) + self.position_embedding.weight
+        positions = self.position_embedding(torch.arange(patches.shape[1] + 1, device=patches.device))
+        return torch.cat([cls, patches], dim=1) + positions
 
 
 class CLIPVisionTransformer(nn.Module):

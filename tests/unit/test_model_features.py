@@ -143,3 +143,38 @@ def test_forward_returns_both_towers(model, pixels):
     assert out.image_embeds.shape[0] == 3 and out.text_embeds.shape[0] == 1
     assert out.dense_map is not None
     torch.testing.assert_close(out.logit_scale, model.logit_scale.exp())
+
+
+def test_parameters_are_read_only_inside_their_own_module_call(tiny_checkpoint_dir):
+    """ZeRO-3 contract: in the forward pass a parameter is materialised only while its owning module
+    is being called (pre/post forward hooks). Emulate that and run every feature path."""
+    model = FGCLIPModel.from_pretrained(str(tiny_checkpoint_dir))
+    real = {p: p.data for p in model.parameters()}
+    handles = []
+    for m in model.modules():
+        own = list(m.parameters(recurse=False))
+        if not own or m is model:
+            continue
+
+        def pre(mod, args, own=own):
+            for p in own:
+                p.data = real[p]
+
+        def post(mod, args, out, own=own):
+            for p in own:
+                p.data = torch.empty(0)
+
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+        post(m, None, None)
+    s = model.config.vision_config.image_size
+    pixels = torch.randn(2, 3, s, s)
+    ids = torch.tensor([[49406, 320, 1125, 49407] + [49407] * 20, [49406] + [2368] * 22 + [49407]])
+    with torch.no_grad():
+        enc = model.encode_image(pixels, with_dense=True)
+        total = (enc.image_embeds.sum() + model.roi_features(enc.dense_map, torch.tensor([[[0, 0, 0.5, 0.5]]] * 2)).sum()
+                 + model.get_text_features(ids, walk_short_pos=False).sum() + model.get_text_features(ids).sum()
+                 + model.get_image_box_roi_features(pixels, torch.tensor([[1, 0.0, 0, 2, 2]])).sum()
+                 + model.get_image_dense_features(pixels).sum())
+    assert torch.isfinite(total)
+    for h in handles:
+        h.remove()
