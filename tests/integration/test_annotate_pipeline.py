@@ -198,3 +198,41 @@ def test_later_stages_can_run_alone_on_an_earlier_runs_records(sample_set, owl_d
     assert a.keys() == b.keys()
     assert all(a[k].caption == b[k].caption and a[k].short_caption == b[k].short_caption for k in a)
     assert all(not r.bbox_info for r in a.values()) and any(r.bbox_info for r in b.values())
+
+
+def test_every_stage_through_the_endpoint(openai_server, tmp_path):
+    """Captions, grounding boxes and LLM negatives all from the loopback endpoint; output validates."""
+
+    def responder(req):
+        parts = req["messages"][0]["content"]
+        text = next(p["text"] for p in parts if p["type"] == "text")
+        if "hard negative" in text:
+            noun = text.split('keep the object noun "')[1].split('"')[0]
+            colours = ["red", "blue", "green", "pink", "black", "white", "grey", "brown", "orange", "purple"]
+            return "\n".join(f"{i}. a {c} {noun}" for i, c in enumerate(colours, 1))
+        if "Find these phrases" in text:
+            phrases = text.split("Find these phrases in the image: ")[1].split(". Answer")[0].split("; ")
+            return json.dumps([{"phrase": p, "bbox": [0.1 * i, 0.1, 0.1 * i + 0.3, 0.6], "score": 0.9 - 0.1 * i}
+                               for i, p in enumerate(phrases[:4])])
+        return "A small yellow duck floats in a round blue bowl. A tall wooden spoon leans on the bowl."
+
+    openai_server.reset(responder=responder, transient=["500"])
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40 + i, 32), (200, 200, 20 * i)).save(root / f"d{i}.png")
+    cfg = load_annotate_config(None, ["captions.backend=openai", "boxes.backend=openai", "negatives.backend=llm",
+                                      f"endpoint.base_url={openai_server.url}", "endpoint.backoff_base_s=0.01"])
+    summary = Annotator(cfg, str(root), str(tmp_path / "out")).run(progress=False)
+    assert (summary.records, summary.quarantined) == (3, 0)
+    total, rejected = validate(tmp_path / "out", root)
+    assert total == 3 and rejected == []
+    rec = read_records(str(tmp_path / "out"))[0]
+    assert [g.short_expr for g in rec.bbox_info] == ["a small yellow duck", "a round blue bowl",
+                                                     "a tall wooden spoon", "the bowl"]
+    assert rec.bbox_info[1].bbox == [0.1, 0.1, 0.4, 0.6]
+    assert all(g.flag_short_neg == 1 for g in rec.bbox_info)
+    assert "a red duck" in rec.bbox_info[0].short_expr_negs
+    assert rec.bbox_info[0].provenance["short_expr_negs"]["backend"] == "openai"
+    assert rec.provenance["bbox_info"]["prompt_version"] == "grounding-v1"
+    assert openai_server.faults["500"] > 0  # every first attempt failed and was retried
