@@ -50,6 +50,8 @@ class LoaderConfig(StrictModel):
     mode: Literal["resample", "shuffle"] = Field(
         "resample", description="resample: endless seeded draws of shards; shuffle: each shard once per epoch")
     shuffle_buffer: int = Field(256, ge=1, description="samples mixed across shard boundaries (1 = off)")
+    resume_block_shards: int = Field(
+        8, ge=1, description="shards per seeded block: a resume re-reads (not decodes) at most one block per worker")
     drop_last: bool = True
     equalize_ranks: bool = Field(
         True, description="shuffle mode: every rank yields the same number of batches per epoch")

@@ -13,7 +13,9 @@ and, per sample, its stream position. The torch DataLoader returns worker batche
 the loader records which logical worker made each batch and how far that worker's stream went,
 so ``state_dict()`` / ``load_state_dict()`` resume exactly: the resumed stream equals the tail of
 the uninterrupted one (workers replay their stream up to the saved position without decoding,
-and physical worker 0 takes the logical worker that was next in the round-robin).
+and physical worker 0 takes the logical worker that was next in the round-robin). Streams are cut
+into blocks of ``resume_block_shards`` shards with their own seeds and shuffle buffer, so a resume
+re-reads at most one block per worker.
 
 Bad samples met at read time (unreadable tar, missing part, bad JSON, undecodable image) are
 logged (up to ``log_bad_samples`` per worker), counted in ``counters`` and skipped.
@@ -137,36 +139,45 @@ def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
 
 
 class _WorkerStream:
-    """One logical worker's deterministic stream of batches (runs in a DataLoader worker or inline)."""
+    """One logical worker's deterministic stream of batches (runs in a DataLoader worker or inline).
 
-    def __init__(self, loader: FineHARDLoader, worker: int, start_position: int, epoch: int) -> None:
+    The stream is cut into blocks of ``resume_block_shards`` shards; each block has its own seeds and
+    its own shuffle buffer (drained at the block's end), so a resume at ``(block, position)`` re-reads
+    at most one block's shards instead of the whole epoch.
+    """
+
+    def __init__(self, loader: FineHARDLoader, worker: int, start: tuple[int, int], epoch: int) -> None:
         self.loader = loader
         self.cfg = loader.cfg
         self.worker = worker
-        self.start = start_position
+        self.start_block, self.start_pos = start
         self.epoch = epoch
         self.shards = owned_shards(len(loader.urls), loader.rank, loader.world_size, worker, loader.num_logical)
         self.counters = _Counters()
         self.logged = 0
+        self.failed_in_a_row = 0
         self.validation = ValidationConfig()
         self.read_cfg = ReadConfig(strip_prefixes=[])
 
     def _seed(self, *extra: Any) -> int:
         return derive_seed(self.cfg.seed, self.epoch, self.loader.rank, self.worker, *extra)
 
-    def _shard_sequence(self) -> Iterator[int]:
-        rng = random.Random(self._seed("shards"))
+    def _blocks(self) -> Iterator[tuple[int, list[int]]]:
+        k = self.cfg.resume_block_shards
         if self.cfg.mode == "shuffle":
             order = list(self.shards)
-            rng.shuffle(order)
-            yield from order
+            random.Random(self._seed("shards")).shuffle(order)
+            for b in range(self.start_block, -(-len(order) // k)):
+                yield b, order[b * k:(b + 1) * k]
         else:
+            b = self.start_block
             while True:
-                yield rng.choice(self.shards)
+                rng = random.Random(self._seed("shards", b))
+                yield b, [rng.choice(self.shards) for _ in range(k)]
+                b += 1
 
-    def _raw(self) -> Iterator[dict[str, Any]]:
-        failed_in_a_row = 0
-        for i in self._shard_sequence():
+    def _raw(self, shards: list[int]) -> Iterator[dict[str, Any]]:
+        for i in shards:
             url = self.loader.urls[i]
             got = 0
             try:
@@ -176,19 +187,19 @@ class _WorkerStream:
             except (tarfile.TarError, OSError, EOFError, ValueError) as e:
                 self.counters.shard_errors += 1
                 log.warning("worker %d: shard %s unreadable from here on, skipping its rest: %s", self.worker, url, e)
-            failed_in_a_row = 0 if got else failed_in_a_row + 1
-            if failed_in_a_row >= 3 * len(self.shards) and self.cfg.mode == "resample":
+            self.failed_in_a_row = 0 if got else self.failed_in_a_row + 1
+            if self.failed_in_a_row >= 3 * len(self.shards) and self.cfg.mode == "resample":
                 raise RuntimeError(f"worker {self.worker}: none of its {len(self.shards)} shards yields a sample "
                                    f"(e.g. {url}); the data is unreadable")
 
-    def _shuffled(self) -> Iterator[dict[str, Any]]:
+    def _shuffled(self, block: int, shards: list[int]) -> Iterator[dict[str, Any]]:
         size = self.cfg.shuffle_buffer
         if size <= 1:
-            yield from self._raw()
+            yield from self._raw(shards)
             return
-        rng = random.Random(self._seed("buffer"))
+        rng = random.Random(self._seed("buffer", block))
         buf: list[dict[str, Any]] = []
-        for s in self._raw():
+        for s in self._raw(shards):
             buf.append(s)
             if len(buf) >= size:
                 j = rng.randrange(len(buf))
@@ -217,7 +228,7 @@ class _WorkerStream:
                 out.append(rng.choice([region.short_expr, long]))
         return out
 
-    def _sample(self, raw: dict[str, Any], position: int) -> _Sample:
+    def _sample(self, raw: dict[str, Any], block: int, position: int) -> _Sample:
         image = next((raw[e] for e in IMAGE_EXTS if e in raw), None)
         if image is None or "json" not in raw:
             raise _BadSample("sample_incomplete", f"has parts {sorted(k for k in raw if not k.startswith('__'))}")
@@ -234,40 +245,43 @@ class _WorkerStream:
         except RecordError as e:
             raise _BadSample(e.reason.value, e.detail) from e
         pixel_values = self.loader.processor.preprocess_one(decoded.image)
-        rng = random.Random(self._seed("sample", position))
+        rng = random.Random(self._seed("sample", block, position))
         return _Sample(raw["__key__"], pixel_values, record, self._region_texts(record, rng))
 
     def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
         B = self.cfg.batch_size
         batch: list[_Sample] = []
-        position = 0
-        for raw in self._shuffled():
-            position += 1
-            if position <= self.start:
-                continue
-            try:
-                batch.append(self._sample(raw, position - 1))
-                self.counters.samples_ok += 1
-            except _BadSample as e:
-                self._bad(raw, e.reason, e.detail)
-                continue
-            except Exception as e:  # never let one sample kill a training run
-                self._bad(raw, "unexpected_error", f"{type(e).__name__}: {e}")
-                continue
-            if len(batch) == B:
-                yield self.loader.collate(batch), self._meta(position)
-                batch = []
+        block, position = self.start_block, self.start_pos
+        for block, shards in self._blocks():
+            skip = self.start_pos if block == self.start_block else 0
+            position = 0
+            for raw in self._shuffled(block, shards):
+                position += 1
+                if position <= skip:   # replay up to the resume point without decoding
+                    continue
+                try:
+                    batch.append(self._sample(raw, block, position - 1))
+                    self.counters.samples_ok += 1
+                except _BadSample as e:
+                    self._bad(raw, e.reason, e.detail)
+                    continue
+                except Exception as e:  # never let one sample kill a training run
+                    self._bad(raw, "unexpected_error", f"{type(e).__name__}: {e}")
+                    continue
+                if len(batch) == B:
+                    yield self.loader.collate(batch), self._meta(block, position)
+                    batch = []
         if batch and not self.cfg.drop_last:
-            yield self.loader.collate(batch), self._meta(position)
+            yield self.loader.collate(batch), self._meta(block, position)
         # End marker: final position and counters (bad samples after the last batch included).
-        yield None, self._meta(position)
+        yield None, self._meta(block, position)
 
-    def _meta(self, position: int) -> dict[str, Any]:
-        return {"worker": self.worker, "position": position, "counters": self.counters.to_dict()}
+    def _meta(self, block: int, position: int) -> dict[str, Any]:
+        return {"worker": self.worker, "position": [block, position], "counters": self.counters.to_dict()}
 
 
 class _Dataset(IterableDataset):
-    def __init__(self, loader: FineHARDLoader, offset: int, positions: list[int], epoch: int) -> None:
+    def __init__(self, loader: FineHARDLoader, offset: int, positions: list[tuple[int, int]], epoch: int) -> None:
         super().__init__()
         self.loader, self.offset, self.positions, self.epoch = loader, offset, positions, epoch
 
@@ -315,30 +329,34 @@ class FineHARDLoader:
     # ---- state ---------------------------------------------------------------------------------
     def _reset_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self._positions = [0] * self.num_logical
+        self._positions: list[tuple[int, int]] = [(0, 0)] * self.num_logical
         self._last_worker: int | None = None
         self._batches_in_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self._reset_epoch(epoch)
 
-    def state_dict(self) -> dict[str, Any]:
+    def _identity(self) -> dict[str, Any]:
+        """What a saved state must agree on to resume exactly."""
         return {"version": STATE_VERSION, "seed": self.cfg.seed, "mode": self.cfg.mode,
-                "batch_size": self.cfg.batch_size, "world_size": self.world_size, "rank": self.rank,
-                "num_workers": self.num_logical, "manifest_sha256": self.manifest.manifest_sha256,
-                "epoch": self.epoch, "positions": list(self._positions), "last_worker": self._last_worker,
-                "batches_in_epoch": self._batches_in_epoch}
+                "batch_size": self.cfg.batch_size, "shuffle_buffer": self.cfg.shuffle_buffer,
+                "resume_block_shards": self.cfg.resume_block_shards, "world_size": self.world_size,
+                "rank": self.rank, "num_workers": self.num_logical,
+                "manifest_sha256": self.manifest.manifest_sha256}
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable position of this rank's stream (after the batches handed out so far)."""
+        return {**self._identity(), "epoch": self.epoch, "positions": [list(p) for p in self._positions],
+                "last_worker": self._last_worker, "batches_in_epoch": self._batches_in_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {"version": STATE_VERSION, "seed": self.cfg.seed, "mode": self.cfg.mode,
-                    "batch_size": self.cfg.batch_size, "world_size": self.world_size, "rank": self.rank,
-                    "num_workers": self.num_logical, "manifest_sha256": self.manifest.manifest_sha256}
+        expected = self._identity()
         diff = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
         if diff:
             raise LoaderStateError("loader state does not match this loader (saved, now): " +
                                    ", ".join(f"{k}={a!r}/{b!r}" for k, (a, b) in diff.items()))
         self.epoch = int(state["epoch"])
-        self._positions = [int(p) for p in state["positions"]]
+        self._positions = [(int(b), int(p)) for b, p in state["positions"]]
         self._last_worker = state["last_worker"]
         self._batches_in_epoch = int(state["batches_in_epoch"])
 
@@ -383,11 +401,16 @@ class FineHARDLoader:
 
     def __iter__(self) -> Iterator[TrainBatch]:
         cap = self.batches_per_epoch()
-        if cap is not None and self._batches_in_epoch >= cap:
+        if cap == 0:
+            log.warning("%s: rank %d gets no full batch of %d per epoch (see batches_per_epoch)", self.source,
+                        self.rank, self.cfg.batch_size)
+            self._reset_epoch(self.epoch + 1)
+            return
+        if cap is not None and self._batches_in_epoch >= cap:  # resumed exactly at an epoch's end
             self._reset_epoch(self.epoch + 1)
         for batch, meta in self._batches():
             w = int(meta["worker"])
-            self._positions[w] = int(meta["position"])
+            self._positions[w] = (int(meta["position"][0]), int(meta["position"][1]))
             self._last_worker = w
             self._counters[w] = meta["counters"]
             if batch is None:  # a worker's end marker

@@ -209,3 +209,28 @@ def test_bad_samples_are_counted_and_skipped(tmp_path):
     c = loader.counters
     assert c["samples_ok"] == 2 and c["bad_samples"] == 3 and c["shard_errors"] == 1
     assert c["bad_by_reason"] == {"image_corrupt": 1, "sample_incomplete": 1, "record_malformed": 1}
+
+
+def test_too_few_samples_for_a_batch_yields_nothing_and_advances(shards):
+    url, _ = shards   # 6 shards of 2: with 2 ranks each worker has 6 samples, fewer than a batch of 8
+    loader = FineHARDLoader(url, TOK, PROC, _cfg(mode="shuffle", batch_size=8), rank=1, world_size=2)
+    assert loader.batches_per_epoch() == 0
+    assert list(loader) == [] and loader.epoch == 1
+
+
+def test_resume_rereads_at_most_one_block(shards, monkeypatch):
+    import fgclip_core.data.loader as loader_mod
+
+    url, _ = shards
+    cfg = _cfg(resume_block_shards=1, shuffle_buffer=2)
+    full = _take(FineHARDLoader(url, TOK, PROC, cfg), 13)
+    first = FineHARDLoader(url, TOK, PROC, cfg)
+    _take(first, 12)
+    opened = []
+    real = loader_mod.iter_tar_samples
+    monkeypatch.setattr(loader_mod, "iter_tar_samples", lambda u: (opened.append(u), real(u))[1])
+    resumed = FineHARDLoader(url, TOK, PROC, cfg)
+    resumed.load_state_dict(first.state_dict())
+    nxt = _take(resumed, 1)
+    assert _same(nxt, full[12:])
+    assert 1 <= len(opened) <= 3   # not the 12+ shards read before the cut
