@@ -44,6 +44,7 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
           tracking_uri: str | None, no_progress: bool) -> None:
     """Evaluate a model on FG-CLIP's benchmark suite and write metrics.json, details.jsonl and a report."""
     from fgclip_core.eval.runner import evaluate
+    from fgclip_core.model.checkpoint import CheckpointError
 
     try:
         if suite == "all":
@@ -65,7 +66,7 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
         settings = load_config(EvalSettings, base=values)
         outcome = evaluate(specs, model_dir, output, settings=settings, baseline_dir=baseline_dir,
                            tracking_uri=tracking_uri)
-    except (BenchmarkFormatError, ConfigError, ValueError) as e:
+    except (BenchmarkFormatError, ConfigError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     for res, base in outcome.results:
         line = ", ".join(f"{k}={100 * v:.2f}" for k, v in res.metrics.items())

@@ -58,8 +58,10 @@ def _cached(model_dir: str, settings: EvalSettings, out: Path, factory: EncoderF
     return CachedEncoder(enc, EmbeddingCache(root, enc.fingerprint), settings.batch_size, settings.progress)
 
 
-def run_benchmark(spec: BenchmarkSpec, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
-    data = read_benchmark(spec)
+def run_benchmark(spec: BenchmarkSpec, encoder: CachedEncoder, settings: EvalSettings,
+                  data: Any = None) -> SuiteResult:
+    """Read (unless ``data`` was read already) and evaluate one benchmark."""
+    data = read_benchmark(spec) if data is None else data
     result = SUITE_RUNNERS[spec.suite](data, encoder, settings)
     if result.missing_images:
         log.warning("%s: %d missing or unreadable image(s), e.g. %s", result.benchmark,
@@ -72,20 +74,22 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
              encoder_factory: EncoderFactory = default_encoder_factory) -> EvalOutcome:
     settings = settings or EvalSettings()
     out = Path(output)
+    # Read every benchmark first: a malformed file fails before any model is loaded.
+    datas = [read_benchmark(spec) for spec in specs]
     out.mkdir(parents=True, exist_ok=True)
     model = _cached(model_dir, settings, out, encoder_factory)
     base = _cached(baseline_dir, settings, out, encoder_factory) if baseline_dir else None
     single = len(specs) == 1
     pairs: list[tuple[SuiteResult, SuiteResult | None]] = []
     artifacts: list[tuple[Path, str]] = []
-    for spec in specs:
+    for spec, data in zip(specs, datas, strict=True):
         bench_dir = out if single else out / spec.display_name()
-        res = run_benchmark(spec, model, settings)
+        res = run_benchmark(spec, model, settings, data)
         res.write(bench_dir)
         artifacts.append((bench_dir / "metrics.json", "eval" if single else f"eval/{spec.display_name()}"))
         base_res = None
         if base is not None:
-            base_res = run_benchmark(spec, base, settings)
+            base_res = run_benchmark(spec, base, settings, data)
             base_res.write(bench_dir / "baseline")
         pairs.append((res, base_res))
 
