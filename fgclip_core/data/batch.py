@@ -9,6 +9,7 @@ per box, positive first.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -30,14 +31,14 @@ class TrainBatch:
         return int(self.pixel_values.shape[0])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainBatch:
-        moved = {}
+        moved: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             moved[f.name] = v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
         return TrainBatch(**moved)
 
     def pin_memory(self) -> TrainBatch:
-        pinned = {}
+        pinned: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             pinned[f.name] = v.pin_memory() if isinstance(v, torch.Tensor) else v

@@ -21,46 +21,46 @@ class ReadConfig(StrictModel):
 class ValidationConfig(StrictModel):
     """What makes a record (and its image) acceptable."""
 
-    num_negatives: int = Field(10, ge=1, description="hard negatives required when flag_short_neg is 1")
-    max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb guard, checked from the header")
-    min_side: int = Field(8, ge=1, description="smallest accepted image side in pixels")
-    bbox_tolerance: float = Field(1e-6, ge=0, le=0.01, description="coordinates this far outside [0,1] are clamped")
+    num_negatives: int = Field(default=10, ge=1, description="hard negatives required when flag_short_neg is 1")
+    max_pixels: int = Field(default=89_478_485, ge=1, description="decompression-bomb guard, checked from the header")
+    min_side: int = Field(default=8, ge=1, description="smallest accepted image side in pixels")
+    bbox_tolerance: float = Field(default=1e-6, ge=0, le=0.01, description="coordinates this far outside [0,1] are clamped")
     check_images: bool = True
 
 
 class ShardConfig(StrictModel):
     """How validated records are packed into WebDataset shards."""
 
-    samples_per_shard: int = Field(1000, ge=1)
-    jpeg_quality: int = Field(95, ge=50, le=100, description="used only when an image must be re-encoded")
+    samples_per_shard: int = Field(default=1000, ge=1)
+    jpeg_quality: int = Field(default=95, ge=50, le=100, description="used only when an image must be re-encoded")
 
 
 class LoaderConfig(StrictModel):
     """The training input pipeline (see ``fgclip_core.data.loader``)."""
 
-    batch_size: int = Field(32, ge=1)
-    max_boxes: int = Field(4, ge=0)
-    num_negatives: int = Field(10, ge=0)
-    long_length: int = Field(248, ge=2)
-    short_length: int = Field(77, ge=2)
+    batch_size: int = Field(default=32, ge=1)
+    max_boxes: int = Field(default=4, ge=0)
+    num_negatives: int = Field(default=10, ge=0)
+    long_length: int = Field(default=248, ge=2)
+    short_length: int = Field(default=77, ge=2)
     short_caption_prefix: str = "a photo of "
     region_text: Literal["random", "short", "long"] = "random"
     seed: int = 0
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(default=0, ge=0)
     mode: Literal["resample", "shuffle"] = Field(
-        "resample", description="resample: endless seeded draws of shards; shuffle: each shard once per epoch")
-    shuffle_buffer: int = Field(256, ge=1, description="samples mixed across shard boundaries (1 = off)")
+        default="resample", description="resample: endless seeded draws of shards; shuffle: each shard once per epoch")
+    shuffle_buffer: int = Field(default=256, ge=1, description="samples mixed across shard boundaries (1 = off)")
     resume_block_shards: int = Field(
-        8, ge=1, description="shards per seeded block: a resume re-reads (not decodes) at most one block per worker")
+        default=8, ge=1, description="shards per seeded block: a resume re-reads (not decodes) at most one block per worker")
     drop_last: bool = True
     equalize_ranks: bool = Field(
-        True, description="shuffle mode: every rank yields the same number of batches per epoch")
-    decode_draft: bool = Field(True, description="let JPEG decode at a reduced scale near the target size")
+        default=True, description="shuffle mode: every rank yields the same number of batches per epoch")
+    decode_draft: bool = Field(default=True, description="let JPEG decode at a reduced scale near the target size")
     fast_tokenizer: Literal["auto", "on", "off"] = Field(
-        "auto", description="word-cached exact CLIP BPE (data.tokens): auto = when the tokenizer is CLIP's")
+        default="auto", description="word-cached exact CLIP BPE (data.tokens): auto = when the tokenizer is CLIP's")
     pin_memory: bool = False
-    prefetch_factor: int = Field(2, ge=1)
-    log_bad_samples: int = Field(20, ge=0, description="bad samples logged per worker (all are counted)")
+    prefetch_factor: int = Field(default=2, ge=1)
+    log_bad_samples: int = Field(default=20, ge=0, description="bad samples logged per worker (all are counted)")
 
     @model_validator(mode="after")
     def _check(self) -> LoaderConfig:
@@ -70,7 +70,7 @@ class LoaderConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    read: ReadConfig = Field(default_factory=ReadConfig)
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    shards: ShardConfig = Field(default_factory=ShardConfig)
-    loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    read: ReadConfig = Field(default_factory=lambda: ReadConfig())
+    validation: ValidationConfig = Field(default_factory=lambda: ValidationConfig())
+    shards: ShardConfig = Field(default_factory=lambda: ShardConfig())
+    loader: LoaderConfig = Field(default_factory=lambda: LoaderConfig())

@@ -29,9 +29,9 @@ import logging
 import random
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -53,13 +53,15 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 class Tokenizer(Protocol):
-    pad_token_id: int
+    @property
+    def pad_token_id(self) -> int: ...
 
-    def encode(self, texts: list[str], mode: str = "long") -> torch.Tensor: ...
+    def encode(self, texts: Sequence[str], mode: Literal["long", "short"] = "long") -> torch.Tensor: ...
 
 
 class Processor(Protocol):
-    size: int
+    @property
+    def size(self) -> int: ...
 
     def preprocess_one(self, image: Any) -> torch.Tensor: ...
 
@@ -422,7 +424,7 @@ class FineHARDLoader:
         self._reset_epoch(self.epoch + 1)
 
     # ---- collation -----------------------------------------------------------------------------
-    def _encode(self, texts: list[str], mode: str, length: int) -> torch.Tensor:
+    def _encode(self, texts: list[str], mode: Literal["long", "short"], length: int) -> torch.Tensor:
         ids = self.tokenizer.encode(texts, mode=mode)
         if ids.ndim != 2 or ids.shape[1] != length or ids.shape[0] != len(texts):
             raise ValueError(f"tokenizer.encode(mode={mode!r}) gave shape {tuple(ids.shape)}, expected "

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -72,7 +73,8 @@ class FastEncoder:
         if missing or ("RobertaProcessing" not in described and "TemplateProcessing" not in described):
             raise FastEncoderUnavailable(f"tokenizer pipeline is not CLIP's (missing {missing}): {described}")
         enc = cls(tokenizer, max_words)
-        for mode in ("short", "long"):
+        modes: tuple[Literal["long", "short"], ...] = ("short", "long")
+        for mode in modes:
             if not torch.equal(enc.encode(PROBES, mode), tokenizer.encode(PROBES, mode)):
                 raise FastEncoderUnavailable(f"word-cached encoding differs from the tokenizer on probe texts ({mode})")
         return enc
@@ -93,7 +95,7 @@ class FastEncoder:
             self._cache.popitem(last=False)
         return ids
 
-    def encode(self, texts: list[str], mode: str = "long") -> torch.Tensor:
+    def encode(self, texts: Sequence[str], mode: Literal["long", "short"] = "long") -> torch.Tensor:
         """Same contract and ids as ``FGCLIPTokenizer.encode``."""
         length = self.lengths[mode]
         out = np.full((len(texts), length), self.pad, dtype=np.int64)
