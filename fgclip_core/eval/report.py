@@ -82,6 +82,20 @@ def _metrics_table(res: SuiteResult, base: SuiteResult | None) -> str:
             + "".join(rows) + "</table>")
 
 
+def _summary_table(pairs: list[tuple[SuiteResult, SuiteResult | None]]) -> str:
+    rows = []
+    for res, base in pairs:
+        for k, v in res.metrics.items():
+            b = base.metrics.get(k) if base else None
+            cls = "" if b is None else ("up" if v > b else "down" if v < b else "")
+            delta = "" if b is None else f"{100 * (v - b):+.2f}"
+            rows.append(f"<tr><td>{html.escape(res.benchmark)}</td><td>{html.escape(k)}</td><td>{_fmt(v)}</td>"
+                        f'<td>{_fmt(b)}</td><td class="{cls}">{delta}</td><td>{res.n}</td>'
+                        f"<td>{len(res.missing_images)}</td></tr>")
+    return ("<table><tr><th>benchmark</th><th>metric (%)</th><th>model</th><th>baseline</th><th>&Delta;</th>"
+            "<th>n</th><th>missing images</th></tr>" + "".join(rows) + "</table>")
+
+
 def _curves_figure(res: SuiteResult, base: SuiteResult | None) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, ys in res.curves.items():
@@ -153,11 +167,13 @@ def write_report(pairs: list[tuple[SuiteResult, SuiteResult | None]], out_dir: s
             f"<p>{html.escape(counts)}</p>{missing}{_metrics_table(res, base)}"
             f'<img src="data:image/png;base64,{_png_b64(_curves_figure(res, base))}" alt="curves">'
             f"<h3>Gallery</h3>{_gallery(res)}")
+    summary = _summary_table(pairs)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = (f"<p>model: <code>{html.escape(model)}</code><br>baseline: "
             f"<code>{html.escape(baseline or 'none')}</code><br>generated {when}</p>")
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>FG-CLIP evaluation</title>'
-            f"<style>{CSS}</style></head><body><h1>FG-CLIP evaluation</h1>{head}{''.join(sections)}</body></html>")
+            f"<style>{CSS}</style></head><body><h1>FG-CLIP evaluation</h1>{head}<h2>Summary</h2>{summary}"
+            f"{''.join(sections)}</body></html>")
     html_path = out / "report.html"
     html_path.write_text(page)
     png_path = out / "report.png"
