@@ -127,3 +127,21 @@ def build_shards_cmd(annotations: str, images: str | None, config: str | None, o
     _console.print(_summary_table(f"fgclip data build-shards -> {out}", result.summary,
                                   {"shards": str(m.num_shards), "samples": str(m.total_samples),
                                    "bytes": f"{m.total_bytes:,}"}))
+
+
+@data.command("verify")
+@click.option("--shards", "shards", required=True, help="Shard folder or URL holding manifest.json.")
+def verify_cmd(shards: str) -> None:
+    """Check the manifest's own hash and every listed shard's size and sha256."""
+    from fgclip_core.data.shards import ManifestError, read_manifest, verify_shards
+
+    try:
+        m = read_manifest(shards)
+    except ManifestError as e:
+        raise click.ClickException(str(e)) from e
+    problems = verify_shards(shards, m)
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} of {m.num_shards} shard(s) do not match the manifest")
+    click.echo(f"{shards}: {m.num_shards} shard(s), {m.total_samples} samples, {m.total_bytes:,} bytes: all match")

@@ -62,3 +62,16 @@ def test_bad_config_override_is_reported(tmp_path):
     r = CliRunner().invoke(cli, ["data", "validate", "--annotations", str(ann), "--images", str(img),
                                  "--out", str(tmp_path / "o"), "--set", "validation.min_sidez=3"])
     assert r.exit_code != 0 and "min_sidez" in r.output
+
+
+def test_verify_cli(tmp_path):
+    ann, img = _inputs(tmp_path, good=4)
+    out = tmp_path / "s"
+    CliRunner().invoke(cli, ["data", "build-shards", "--annotations", str(ann), "--images", str(img),
+                             "--out", str(out), "--samples-per-shard", "2"])
+    ok = CliRunner().invoke(cli, ["data", "verify", "--shards", str(out)])
+    assert ok.exit_code == 0 and "all match" in ok.output, ok.output
+    p = out / "shard-000001.tar"
+    p.write_bytes(p.read_bytes()[:-1024])
+    bad = CliRunner().invoke(cli, ["data", "verify", "--shards", str(out)])
+    assert bad.exit_code != 0 and "shard-000001.tar" in bad.output
