@@ -14,6 +14,7 @@ Relative ``data`` / ``images`` / ``classnames`` paths are resolved against the Y
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -64,8 +65,17 @@ class BenchmarkSpec(StrictModel):
     skip_crowd: bool = False
     basename: bool = Field(default=False, description="ShareGPT4V: keep only the file name of 'image'")
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        # The name becomes a folder under the output and part of MLflow metric names.
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(f"benchmark name {v!r}: use letters, digits, '_', '.', '-'")
+        return v
+
     def display_name(self) -> str:
-        return self.name or f"{self.suite}:{Path(self.data.rstrip('/')).name}"
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(self.data.rstrip("/")).stem)
+        return self.name or f"{self.suite}-{stem}"
 
 
 class SuiteFile(StrictModel):

@@ -278,3 +278,22 @@ def test_truncated_and_non_image_files_are_counted_as_missing(sample_set, tmp_pa
                         cached(enc, tmp_path), SETTINGS)
     assert sorted(res.missing_images) == [f"{images}/notes.png", f"{images}/truncated.png"]
     assert res.n == len(sample_set.records) and all(v == 1.0 for v in res.metrics.values())
+
+
+def test_result_round_trips_through_its_files(sample_set, tmp_path):
+    from fgclip_core.eval.result import SuiteResult
+
+    path = tmp_path / "fgovd.jsonl"
+    L.write_fgovd(sample_set, path, negatives=2)
+    res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=str(sample_set.images_root)),
+                        cached(fgovd_oracle(sample_set), tmp_path), SETTINGS)
+    assert res.benchmark == "fgovd-fgovd"  # default name: suite-stem, safe as a folder name
+    res.write(tmp_path / "out")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert {"suite", "n", "metrics"} <= set(metrics)
+    assert SuiteResult.read(tmp_path / "out") == res
+
+
+def test_benchmark_names_must_be_folder_safe():
+    with pytest.raises(ValueError, match="letters"):
+        BenchmarkSpec(suite="fgovd", data="x.jsonl", name="../escape")
