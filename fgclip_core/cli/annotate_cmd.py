@@ -101,16 +101,18 @@ def negatives(expressions_path: str, out: str, backend: str | None, n: int | Non
 
 
 @annotate.command(name="build-tiny")
-@click.option("--kind", type=click.Choice(["owlv2", "llava"]), required=True)
+@click.option("--kind", type=click.Choice(["owlv2", "grounding-dino", "llava"]), required=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Directory to save it in.")
 @click.option("--seed", type=int, default=0)
 def build_tiny(kind: str, out: str, seed: int) -> None:
-    """Save a tiny randomly initialised detector (owlv2) or captioner (llava): offline plumbing checks and
-    the demo, never real annotations."""
+    """Save a tiny randomly initialised detector (owlv2, grounding-dino) or captioner (llava): offline
+    plumbing checks and the demo, never real annotations."""
     import torch
 
-    from fgclip_core.annotate.backends.tiny import build_tiny_llava, build_tiny_owlv2
+    from fgclip_core.annotate.backends import tiny
 
     torch.set_num_threads(1)
-    path = (build_tiny_owlv2 if kind == "owlv2" else build_tiny_llava)(out, seed=seed)
+    build = {"owlv2": tiny.build_tiny_owlv2, "grounding-dino": tiny.build_tiny_grounding_dino,
+             "llava": tiny.build_tiny_llava}[kind]
+    path = build(out, seed=seed)
     console.print(f"tiny random {kind} saved to {path} (use it as boxes.model_dir / captions.model_dir)")

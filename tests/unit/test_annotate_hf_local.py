@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fgclip_core.annotate.backends.hf_local import HFLocalCaptioner, HFZeroShotDetector
-from fgclip_core.annotate.backends.tiny import build_tiny_llava, build_tiny_owlv2
+from fgclip_core.annotate.backends.hf_local import HFLocalCaptioner, HFZeroShotDetector, grounding_prompt
+from fgclip_core.annotate.backends.tiny import build_tiny_grounding_dino, build_tiny_llava, build_tiny_owlv2
+from fgclip_core.annotate.boxes import select_regions
 from fgclip_core.annotate.config import BoxConfig, CaptionConfig
 from fgclip_core.annotate.images import ImageRef, LoadedImage
 
@@ -22,6 +23,12 @@ def owl_dir(tmp_path_factory):
 def llava_dir(tmp_path_factory):
     torch.set_num_threads(1)
     return build_tiny_llava(tmp_path_factory.mktemp("llava"))
+
+
+@pytest.fixture(scope="module")
+def gdino_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return build_tiny_grounding_dino(tmp_path_factory.mktemp("gdino"))
 
 
 def pictures() -> list[Image.Image]:
@@ -93,3 +100,31 @@ def test_local_captioner_failure_is_reported_per_image(llava_dir, monkeypatch):
     imgs = [LoadedImage(ImageRef(f"i{i}", "p", "p"), im, *im.size) for i, im in enumerate(pictures())]
     out = cap.caption(imgs)
     assert len(out) == 3 and all("RuntimeError: out of memory" in r.error for r in out)
+
+
+def test_grounding_prompt_maps_phrases_to_their_tokens(gdino_dir):
+    det = HFZeroShotDetector(BoxConfig(backend="hf_local", model_dir=str(gdino_dir)))
+    tok = det.processor.tokenizer
+    text, idx = grounding_prompt(tok, ["A red ball", "a small  white dog"], 64)
+    assert text == "a red ball . a small white dog ."
+    ids = tok(text)["input_ids"]
+    assert [tok.convert_ids_to_tokens([ids[j] for j in span]) for span in idx] == \
+        [["a", "red", "ball"], ["a", "small", "white", "dog"]]
+    _, cut = grounding_prompt(tok, ["a red ball", "a small white dog"], 6)  # truncated: second phrase lost
+    assert cut == [[1, 2, 3], []]
+
+
+def test_grounding_dino_detector(gdino_dir):
+    one = HFZeroShotDetector(BoxConfig(backend="hf_local", model_dir=str(gdino_dir), batch_size=1, score_threshold=0))
+    assert type(one.processor.image_processor).__name__ == "GroundingDinoImageProcessorPil"
+    assert one.provenance()["model_type"] == "grounding-dino"
+    queries = [["a red ball", "a small white dog"], ["a cat"], []]
+    out = one.detect(pictures(), queries)
+    assert len(out[0]) == len(out[1]) == 12 and out[2] == []
+    assert {d.label for d in out[0]} <= {0, 1} and {d.label for d in out[1]} == {0}
+    assert all(0 <= d.score <= 1 for d in out[0] + out[1])
+    # a single image processed alone gives the same answer whatever else was asked before
+    again = one.detect([pictures()[1]], [["a cat"]])[0]
+    assert [d.box for d in again] == [d.box for d in out[1]]
+    sel = select_regions(out[0], one.cfg)
+    assert sel and all(0 <= d.box[0] < d.box[2] <= 1 and 0 <= d.box[1] < d.box[3] <= 1 for d in sel)

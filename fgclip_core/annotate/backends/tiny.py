@@ -127,3 +127,39 @@ def build_tiny_llava(out_dir: str | Path, seed: int = 0, image_size: int = 32) -
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_grounding_dino(out_dir: str | Path, seed: int = 0, image_size: int = 64) -> Path:
+    """Save a tiny random Grounding DINO (Swin + BERT, word-level vocabulary) with the PIL processor."""
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessorPil,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    out = Path(out_dir)
+    lex = load_lexicon()
+    words = sorted({f for groups in lex.groups.values() for g in groups for f in g if f.isalpha()}
+                   | {"a", "an", "the", "of", "on", "in", "with", "and", "ball", "dog", "cat", "table", "car", "man",
+                      "woman", "tree", "cup", "bowl"})
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *words])}
+    tok = BertTokenizer(vocab=vocab)
+    cfg = GroundingDinoConfig(
+        backbone_config=SwinConfig(image_size=image_size, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 1],
+                                   window_size=4, out_features=["stage1", "stage2"]),
+        text_config=BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=64),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=12, num_feature_levels=2, encoder_n_points=2,
+        decoder_n_points=2, max_text_len=64, use_timm_backbone=False, use_pretrained_backbone=False,
+    )
+    torch.manual_seed(seed)
+    model = GroundingDinoForObjectDetection(cfg).eval()
+    image_processor = GroundingDinoImageProcessorPil(size={"shortest_edge": image_size, "longest_edge": image_size})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
+    model.save_pretrained(out)
+    return out
