@@ -59,6 +59,7 @@ class CaptionConfig(StrictModel):
     model_dir: str | None = None
     batch_size: int = Field(4, ge=1)
     max_new_tokens: int = Field(96, ge=1)
+    device: str = "cpu"  # hf_local: a torch device ("cuda", "cuda:1", ...)
     # openai: images are downscaled so that the longer side is at most this before upload.
     max_image_side: int = Field(1024, ge=32)
     short_caption_max_words: int = Field(40, ge=3)
@@ -85,6 +86,7 @@ class BoxConfig(StrictModel):
     # boxes smaller than this (normalised side) after clipping are dropped as degenerate
     min_side: float = Field(0.01, ge=0, lt=1)
     batch_size: int = Field(2, ge=1)
+    device: str = "cpu"  # hf_local: a torch device
     # openai: a grounding-capable VLM answering JSON boxes; images downscaled to this before upload
     prompt_template: str = GROUNDING_PROMPT
     prompt_version: str = "grounding-v1"

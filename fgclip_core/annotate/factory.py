@@ -16,7 +16,7 @@ def build_captioner(cfg: AnnotateConfig, images_root: str) -> Captioner:
         return EndpointCaptioner(c, cfg.endpoint)
     from fgclip_core.annotate.backends.hf_local import HFLocalCaptioner
 
-    return HFLocalCaptioner(c)
+    return HFLocalCaptioner(c, device=c.device)
 
 
 def build_detector(cfg: AnnotateConfig) -> Detector | None:
@@ -27,7 +27,7 @@ def build_detector(cfg: AnnotateConfig) -> Detector | None:
         return EndpointDetector(b, cfg.endpoint)
     from fgclip_core.annotate.backends.hf_local import HFZeroShotDetector
 
-    return HFZeroShotDetector(b)
+    return HFZeroShotDetector(b, device=b.device)
 
 
 def build_negatives(cfg: AnnotateConfig) -> NegativeGenerator:

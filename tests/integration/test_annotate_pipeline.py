@@ -236,3 +236,34 @@ def test_every_stage_through_the_endpoint(openai_server, tmp_path):
     assert rec.bbox_info[0].provenance["short_expr_negs"]["backend"] == "openai"
     assert rec.provenance["bbox_info"]["prompt_version"] == "grounding-v1"
     assert openai_server.faults["500"] > 0  # every first attempt failed and was retried
+
+
+def test_negative_backend_failures_quarantine_the_image_with_its_record(openai_server, tmp_path):
+    def responder(req):
+        text = req["messages"][0]["content"][-1]["text"]
+        if "Find these phrases" in text:
+            phrases = text.split("Find these phrases in the image: ")[1].split(". Answer")[0].split("; ")
+            return json.dumps([{"phrase": p, "bbox": [0.0, 0.0, 0.5, 0.5 + 0.1 * i], "score": 0.9}
+                               for i, p in enumerate(phrases)])
+        return "answers are not used: negatives requests fail"
+
+    # only the negatives prompt quotes the expression (the marker matches the JSON-escaped request body)
+    openai_server.reset(responder=responder, always={'\\"a red kite\\"': "500"})
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for name, cap in [("k", "A red kite flies high."), ("b", "A blue boat floats."), ("n", "Nothing here at all.")]:
+        Image.new("RGB", (32, 32)).save(root / f"{name}.png")
+        (root / f"{name}.txt").write_text(cap)
+    cfg = load_annotate_config(None, ["boxes.backend=openai", "negatives.backend=llm", "endpoint.max_retries=1",
+                                      f"endpoint.base_url={openai_server.url}", "endpoint.backoff_base_s=0.01",
+                                      "negatives.max_attempts=1"])
+    summary = Annotator(cfg, str(root), str(tmp_path / "out")).run(progress=False)
+    assert (summary.images, summary.records, summary.quarantined) == (3, 2, 1)
+    [q] = read_quarantine(str(tmp_path / "out"))
+    assert (q["f_path"], q["stage"]) == ("k.png", "negatives") and "HTTP 500" in q["reason"]
+    assert q["record"]["bbox_info"][0]["short_expr"] == "a red kite"
+    kept = {r.f_path: r for r in read_records(str(tmp_path / "out"))}
+    # the boat's LLM answer had no valid negative: kept, flagged 0, no negatives (not an error)
+    [boat] = kept["b.png"].bbox_info
+    assert (boat.short_expr, boat.flag_short_neg, boat.short_expr_negs) == ("a blue boat", 0, [])
+    assert kept["n.png"].bbox_info == []
