@@ -84,6 +84,18 @@ def _read_json(url: str) -> dict[str, Any] | None:
         return json.load(f)
 
 
+# Settings that change how fast or where the work runs, not what it produces: changing them keeps done chunks.
+OPERATIONAL = {"endpoint": {"concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_base_s",
+                            "backoff_max_s", "api_key_env"},
+               "captions": {"batch_size", "device"}, "boxes": {"batch_size", "device"},
+               "pipeline": {"chunk_size"}}
+
+
+def config_fingerprint(cfg: AnnotateConfig) -> str:
+    data = cfg.model_dump(mode="json", exclude=OPERATIONAL)  # type: ignore[arg-type]
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n: int
                      ) -> dict[str, str]:
     """Fill each region's negatives in place; returns {short_expr: error} for backend failures."""
@@ -111,7 +123,7 @@ class Annotator:
         self.detector = detector if detector is not None else build_detector(cfg)
         self.negatives = negatives or build_negatives(cfg)
         self.phrases = RulePhraseExtractor(cfg.phrases)
-        self.fingerprint = hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:16]
+        self.fingerprint = config_fingerprint(cfg)
 
     # -- one chunk ---------------------------------------------------------------------------
     def _load(self, refs: Sequence[ImageRef]) -> tuple[list[LoadedImage], list[Quarantined]]:

@@ -97,6 +97,12 @@ def test_rerun_resumes_after_a_crash_and_skips_done_chunks(sample_set, tmp_path)
     Annotator(cfg, root, str(tmp_path / "ref")).run(progress=False)
     assert [r.to_dict() for r in read_records(str(tmp_path / "out"))] == \
         [r.to_dict() for r in read_records(str(tmp_path / "ref"))]
+    # operational settings (speed, not content) keep done chunks
+    faster = load_annotate_config(None, [f"captions.metadata_file={sample_set.annotations_path}",
+                                         "pipeline.chunk_size=3", "endpoint.concurrency=64", "captions.batch_size=9"])
+    fifth = CountingCaptioner(SidecarCaptioner(faster.captions, root))
+    assert Annotator(faster, root, str(tmp_path / "out"), captioner=fifth).run(progress=False).chunks_skipped == \
+        again.chunks and fifth.seen == []
     # a changed config redoes every chunk
     changed = load_annotate_config(None, [f"captions.metadata_file={sample_set.annotations_path}",
                                           "pipeline.chunk_size=3", "captions.short_caption_max_words=5"])
