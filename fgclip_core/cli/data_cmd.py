@@ -65,6 +65,8 @@ _common = [
     click.option("--set", "overrides", multiple=True, help="Config override key=value (e.g. validation.min_side=16)."),
     click.option("--strip-prefix", "strip_prefixes", multiple=True,
                  help="f_path prefix to strip (repeatable; default: the official one)."),
+    click.option("--workers", type=int, default=None,
+                 help="Processes reading and decoding images (default from config: 1); output order is kept."),
 ]
 
 
@@ -74,10 +76,12 @@ def _with_common(f: Any) -> Any:
     return f
 
 
-def _overrides(overrides: tuple[str, ...], strip_prefixes: tuple[str, ...]) -> list[str]:
+def _overrides(overrides: tuple[str, ...], strip_prefixes: tuple[str, ...], workers: int | None) -> list[str]:
     out = list(overrides)
     if strip_prefixes:
         out.append("read.strip_prefixes=" + json.dumps(list(strip_prefixes)))
+    if workers is not None:
+        out.append(f"validation.workers={workers}")
     return out
 
 
@@ -90,9 +94,9 @@ def data() -> None:
 @_with_common
 @click.option("--out", "out", required=True, help="Folder for kept.jsonl, quarantine.jsonl, summary.json.")
 def validate_cmd(annotations: str, images: str | None, config: str | None, overrides: tuple[str, ...],
-                 strip_prefixes: tuple[str, ...], out: str) -> None:
+                 strip_prefixes: tuple[str, ...], workers: int | None, out: str) -> None:
     """Check every record and image; write kept / quarantined records and a summary."""
-    cfg = _load_cfg(config, _overrides(overrides, strip_prefixes))
+    cfg = _load_cfg(config, _overrides(overrides, strip_prefixes, workers))
     bar, on_outcome = _progress("validate")
     try:
         summary = validate_annotations(annotations, images, out, cfg, on_outcome=on_outcome)
@@ -110,9 +114,10 @@ def validate_cmd(annotations: str, images: str | None, config: str | None, overr
 @click.option("--out", "out", required=True, help="Folder or URL (s3://bucket/prefix) for the shards.")
 @click.option("--samples-per-shard", type=int, default=None, help="Samples per shard (default from config).")
 def build_shards_cmd(annotations: str, images: str | None, config: str | None, overrides: tuple[str, ...],
-                     strip_prefixes: tuple[str, ...], out: str, samples_per_shard: int | None) -> None:
+                     strip_prefixes: tuple[str, ...], workers: int | None, out: str,
+                     samples_per_shard: int | None) -> None:
     """Validate and pack records into shard-NNNNNN.tar + manifest.json + quarantine.jsonl."""
-    ov = _overrides(overrides, strip_prefixes)
+    ov = _overrides(overrides, strip_prefixes, workers)
     if samples_per_shard is not None:
         ov.append(f"shards.samples_per_shard={samples_per_shard}")
     cfg = _load_cfg(config, ov)

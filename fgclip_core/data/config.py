@@ -26,6 +26,7 @@ class ValidationConfig(StrictModel):
     min_side: int = Field(default=8, ge=1, description="smallest accepted image side in pixels")
     bbox_tolerance: float = Field(default=1e-6, ge=0, le=0.01, description="coordinates this far outside [0,1] are clamped")
     check_images: bool = True
+    workers: int = Field(default=1, ge=1, description="processes that read and decode images (order is kept)")
 
 
 class ShardConfig(StrictModel):

@@ -23,7 +23,7 @@ from fgclip_core.data.shards import (
     remove_unlisted_shards,
     write_manifest,
 )
-from fgclip_core.data.validate import Kept, QuarantineEntry, ValidationSummary, Validator
+from fgclip_core.data.validate import Kept, QuarantineEntry, ValidationSummary, Validator, iter_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,7 @@ def validate_annotations(annotations: str, images_root: str | None, out_dir: str
     summary = ValidationSummary()
     with atomic_open(storage.join(out_dir, KEPT_NAME), "w") as kept_fh, \
             atomic_open(storage.join(out_dir, QUARANTINE_NAME), "w") as q_fh:
-        for item in iter_raw(annotations):
-            outcome = validator.check(item)
+        for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 kept_fh.write(dumps_record(outcome.record) + "\n")
@@ -110,8 +109,7 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
     summary = ValidationSummary()
     with atomic_open(storage.join(out_url, QUARANTINE_NAME), "w") as q_fh, \
             ShardWriter(out_url, cfg.shards.samples_per_shard, on_shard=on_shard) as writer:
-        for item in iter_raw(annotations):
-            outcome = validator.check(item)
+        for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 if outcome.image_bytes is None:

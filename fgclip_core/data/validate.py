@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing as mp
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +123,12 @@ def check_record(record: FineHARDRecord, cfg: ValidationConfig) -> None:
 
 
 class Validator:
-    """Stateful (duplicate ids) checker of one run; create one per run."""
+    """Checker of one run (it remembers ids for ``duplicate_id``); create one per run.
+
+    ``check`` does everything in this process. ``check_fields`` (parse, ids, meaning: needs the
+    run's state) and ``check_image`` (read + decode: stateless, the costly part) are the two halves,
+    so that ``iter_outcomes`` can run the images in a process pool, in input order.
+    """
 
     def __init__(self, images_root: str | None, read: ReadConfig | None = None,
                  validation: ValidationConfig | None = None, *, want_image_bytes: bool = False,
@@ -132,14 +139,19 @@ class Validator:
         self.want_image_bytes = want_image_bytes
         self.jpeg_quality = jpeg_quality
         self._seen: set[str] = set()
-        self._fs = storage.filesystem(images_root)[0] if images_root else None
+        self._fs: Any = None   # created on first use, in the process that uses it (s3fs is not fork-safe)
 
     def image_url(self, f_path: str) -> str:
         return storage.join(self.images_root, f_path) if self.images_root else f_path
 
     def _read_image(self, f_path: str) -> bytes:
         url = self.image_url(f_path)
-        fs, path = (self._fs, storage.filesystem(url)[1]) if self._fs is not None else storage.filesystem(url)
+        if self.images_root:
+            if self._fs is None:
+                self._fs = storage.filesystem(self.images_root)[0]
+            fs, path = self._fs, self._fs._strip_protocol(url)
+        else:
+            fs, path = storage.filesystem(url)
         try:
             with fs.open(path, "rb") as fh:
                 return fh.read()
@@ -148,15 +160,15 @@ class Validator:
         except (OSError, PermissionError) as e:
             raise RecordError(Reason.IMAGE_MISSING, f"{url} cannot be read: {e}") from e
 
-    def _check_image(self, record: FineHARDRecord) -> bytes | None:
-        data = self._read_image(record.f_path)
-        decoded = decode_image(data, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
-        record.width, record.height = decoded.image.size
-        if not self.want_image_bytes:
-            return None
-        return encode_jpeg(decoded.image, self.jpeg_quality) if decoded.reencode else data
+    def _quarantine(self, item: RawItem, rid: str | None, e: Exception) -> QuarantineEntry:
+        if isinstance(e, RecordError):
+            return QuarantineEntry(rid, item.source, item.index, item.line, e.reason.value, e.detail, item.raw)
+        # a bug must not stop a long run: quarantine, and say it is unexpected
+        log.error("unexpected error validating %s: %s: %s", item.where, type(e).__name__, e)
+        return QuarantineEntry(rid, item.source, item.index, item.line, Reason.RECORD_MALFORMED.value,
+                               f"unexpected error: {type(e).__name__}: {e}", item.raw)
 
-    def check(self, item: RawItem) -> Kept | QuarantineEntry:
+    def check_fields(self, item: RawItem) -> FineHARDRecord | QuarantineEntry:
         rid: str | None = None
         try:
             if item.parse_error is not None:
@@ -167,11 +179,54 @@ class Validator:
                 raise RecordError(Reason.DUPLICATE_ID, f"id {rid!r} already seen earlier in the input")
             self._seen.add(rid)
             check_record(record, self.cfg)
-            image_bytes = self._check_image(record) if self.cfg.check_images else None
+            return record
+        except Exception as e:
+            return self._quarantine(item, rid, e)
+
+    def check_image(self, item: RawItem, record: FineHARDRecord) -> Kept | QuarantineEntry:
+        if not self.cfg.check_images:
+            return Kept(record)
+        try:
+            data = self._read_image(record.f_path)
+            decoded = decode_image(data, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
+            record.width, record.height = decoded.image.size
+            image_bytes = None
+            if self.want_image_bytes:
+                image_bytes = encode_jpeg(decoded.image, self.jpeg_quality) if decoded.reencode else data
             return Kept(record, image_bytes)
-        except RecordError as e:
-            return QuarantineEntry(rid, item.source, item.index, item.line, e.reason.value, e.detail, item.raw)
-        except Exception as e:  # a bug must not stop a long run: quarantine, and say it is unexpected
-            log.exception("unexpected error validating %s", item.where)
-            return QuarantineEntry(rid, item.source, item.index, item.line, Reason.RECORD_MALFORMED.value,
-                                   f"unexpected error: {type(e).__name__}: {e}", item.raw)
+        except Exception as e:
+            return self._quarantine(item, record.id, e)
+
+    def check(self, item: RawItem) -> Kept | QuarantineEntry:
+        fields = self.check_fields(item)
+        return fields if isinstance(fields, QuarantineEntry) else self.check_image(item, fields)
+
+
+_POOL_VALIDATOR: Validator | None = None
+
+
+def _pool_init(validator: Validator) -> None:
+    global _POOL_VALIDATOR
+    _POOL_VALIDATOR = validator
+    validator._fs = None   # never share a filesystem client across processes
+
+
+def _pool_image(job: tuple[RawItem, FineHARDRecord | QuarantineEntry]) -> Kept | QuarantineEntry:
+    item, fields = job
+    if isinstance(fields, QuarantineEntry):
+        return fields
+    assert _POOL_VALIDATOR is not None
+    return _POOL_VALIDATOR.check_image(item, fields)
+
+
+def iter_outcomes(items: Iterable[RawItem], validator: Validator, workers: int = 1) -> Iterator[Kept | QuarantineEntry]:
+    """Outcomes in input order; with ``workers > 1`` images are read and decoded in a process pool
+    (record checks and duplicate ids stay in this process)."""
+    if workers <= 1:
+        for item in items:
+            yield validator.check(item)
+        return
+    jobs = ((item, validator.check_fields(item)) for item in items)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_pool_init, initargs=(validator,)) as pool:
+        yield from pool.imap(_pool_image, jobs, chunksize=4)
