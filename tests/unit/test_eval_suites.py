@@ -297,3 +297,22 @@ def test_result_round_trips_through_its_files(sample_set, tmp_path):
 def test_benchmark_names_must_be_folder_safe():
     with pytest.raises(ValueError, match="letters"):
         BenchmarkSpec(suite="fgovd", data="x.jsonl", name="../escape")
+
+
+def test_evaluate_all_with_baseline_writes_summary_and_per_benchmark_folders(sample_set, tmp_path):
+    from fgclip_core.eval.config import load_suite_file
+    from fgclip_core.eval.runner import evaluate
+
+    sf = load_suite_file(L.write_sample_suite(sample_set, tmp_path / "bench"))
+    specs = [b for b in sf.benchmarks if b.suite in ("fgovd", "long-retrieval")]
+    encoders = {"oracle-dir": fgovd_oracle(sample_set), "constant-dir": Constant()}
+    out = evaluate(specs, "oracle-dir", tmp_path / "out", settings=SETTINGS, baseline_dir="constant-dir",
+                   encoder_factory=lambda d, s: encoders[d])
+    summary = json.loads(out.metrics_path.read_text())
+    assert summary["suite"] == "all" and summary["metrics"]["fgovd-sample/accuracy"] == 1.0
+    assert summary["baseline_metrics"]["fgovd-sample/accuracy"] == 0.0
+    assert summary["n"] == sum(r.n for r, _ in out.results)
+    for spec in specs:
+        assert (tmp_path / "out" / spec.name / "metrics.json").exists()
+        assert (tmp_path / "out" / spec.name / "baseline" / "details.jsonl").exists()
+    assert out.report.html.exists() and out.mlflow_run_id is None
