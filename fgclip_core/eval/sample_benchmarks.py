@@ -150,3 +150,22 @@ def write_sample_suite(sample_set, dest: Path, negatives: int | None = None) -> 
     path = dest / "benchmarks.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fgclip_core.eval.sample_benchmarks DEST``: materialise the sample and write the suite."""
+    import argparse
+
+    from fgclip_core.sample import materialize_sample
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("--negatives", type=int, default=None, help="keep only N negatives per FG-OVD item")
+    args = ap.parse_args(argv)
+    sample = materialize_sample(args.dest / "sample")
+    print(write_sample_suite(sample, args.dest / "benchmarks", negatives=args.negatives))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
