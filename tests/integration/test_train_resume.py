@@ -26,7 +26,8 @@ def test_kill_at_random_step_then_resume_is_bit_exact(tmp_path) -> None:
     ref = tmp_path / "uninterrupted"
     run_train(ref, *ARGS)
 
-    kill_after = random.Random(os.getpid()).randint(2, STEPS - 2)
+    rng = random.Random(os.getpid())
+    kill_after = rng.randint(2, STEPS - 2)
     out = tmp_path / "killed"
     out.mkdir()
     proc = subprocess.Popen(train_cmd(out, *ARGS), env=train_env(), stdout=subprocess.DEVNULL,
@@ -37,6 +38,7 @@ def test_kill_at_random_step_then_resume_is_bit_exact(tmp_path) -> None:
         assert proc.poll() is None, f"run ended before step {kill_after} (rc={proc.returncode})"
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 0.3))  # land anywhere in the next step (or its save)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "export").exists(), f"killed too late (after step {kill_after})"

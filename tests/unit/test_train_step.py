@@ -113,3 +113,14 @@ def test_scales_move_to_the_wrapper_and_come_back_as_0_dim_in_the_model_state(mo
     assert state.keys() == expected.keys()
     for k in expected:
         assert torch.equal(state[k], expected[k]), k
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(model: FGCLIPModel) -> None:
+    batch = _batches(model).batch(1)
+    module = FGCLIPTrainModule(model, 2, LossConfig(), model.config.text_config.eos_token_id)
+    plain, g_plain, _ = _loss_and_grads(module, batch, True)
+    model.gradient_checkpointing_enable()
+    ckpt, g_ckpt, _ = _loss_and_grads(module, batch, True)
+    torch.testing.assert_close(ckpt["loss"], plain["loss"], rtol=1e-6, atol=1e-7)
+    for n in g_plain:
+        torch.testing.assert_close(g_ckpt[n], g_plain[n], rtol=1e-5, atol=1e-7, msg=n)
