@@ -69,6 +69,7 @@ class TrackingSection(StrictModel):
     experiment: str = "fgclip-train"
     run_name: str | None = None
     system_metrics: bool = True
+    system_metrics_interval: float = Field(10.0, gt=0)   # seconds between CPU/memory/GPU samples
     log_every: int = Field(1, ge=1)
 
 

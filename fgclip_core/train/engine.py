@@ -395,7 +395,8 @@ class Trainer:
                 t.start(self.cfg.model_dump(mode="json"), {})
             return t
         tc = self.cfg.tracking
-        t = Tracker(self.output, tc.uri, tc.experiment, tc.run_name, tc.system_metrics)
+        t = Tracker(self.output, tc.uri, tc.experiment, tc.run_name, tc.system_metrics,
+                    system_metrics_interval=tc.system_metrics_interval)
         tags = {"fgclip.stage": str(self.cfg.stage), "fgclip.world_size": str(self.dist.world),
                 "fgclip.zero_stage": str(self.cfg.deepspeed.zero_stage), "fgclip.precision": self.precision}
         commit = git_commit()

@@ -68,7 +68,8 @@ class Tracker:
     """Local JSONL always; MLflow while it works. Use one per run on rank 0 (``NullTracker`` elsewhere)."""
 
     def __init__(self, output: Path, uri: str | None = None, experiment: str = "fgclip-train",
-                 run_name: str | None = None, system_metrics: bool = True, enabled: bool = True):
+                 run_name: str | None = None, system_metrics: bool = True, enabled: bool = True,
+                 system_metrics_interval: float = 10.0):
         self.dir = output / "tracking"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.uri = resolve_uri(uri, output)
@@ -76,6 +77,7 @@ class Tracker:
         self.experiment = experiment
         self.run_name = run_name
         self.want_system_metrics = system_metrics
+        self.system_metrics_interval = system_metrics_interval
         self.enabled = enabled
         self.client = None
         self.run_id: str | None = None
@@ -135,7 +137,8 @@ class Tracker:
             # the monitor logs through the process-wide tracking URI: point it at this run's store
             mlflow.set_tracking_uri(self.uri)
 
-            self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=5, samples_before_logging=1)
+            self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics_interval,
+                                                 samples_before_logging=1)
             self._monitor.start()
         except Exception as e:
             log.warning("MLflow system metrics unavailable: %s", e)

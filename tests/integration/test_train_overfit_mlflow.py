@@ -23,7 +23,8 @@ def run(tmp_path_factory, mlflow_server):
     out = tmp_path_factory.mktemp("overfit") / "run"
     run_train(out, "--max-steps", str(STEPS), "--save-every", "10", "--set", f"data.loader.batch_size={BATCH}",
               "--set", "deepspeed.zero_stage=3", "--set", "optim.lr=3e-3", "--set", f"tracking.uri={mlflow_server}",
-              "--set", "tracking.experiment=overfit", data=f"synthetic://?samples={BATCH}")
+              "--set", "tracking.experiment=overfit",
+              "--set", "tracking.system_metrics_interval=0.5", data=f"synthetic://?samples={BATCH}")
     return out, mlflow_server
 
 
@@ -82,6 +83,7 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(run) -> None:
                 "logit_scale_finegraind", "logit_scale_hardneg", "samples_per_s", "tokens_per_s"):
         hist = client.get_metric_history(r.info.run_id, key)
         assert [m.step for m in hist] == list(range(1, STEPS + 1)), key
+    assert any(k.startswith("system/cpu") for k in r.data.metrics), sorted(r.data.metrics)
     assert "mlflow.source.git.commit" in r.data.tags and r.data.tags["fgclip.zero_stage"] == "3"
     config_files = {a.path for a in client.list_artifacts(r.info.run_id, "config")}
     assert {"config/deepspeed_config.json", "config/params.json"} <= config_files
