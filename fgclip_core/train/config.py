@@ -30,7 +30,7 @@ class DataSection(StrictModel):
     """Where the shards are (``--data``) and the data layer's own loader config (its defaults)."""
 
     url: str | None = None     # shard folder / fsspec URL, or ``synthetic://`` (tests, benchmarks)
-    loader: LoaderConfig = LoaderConfig()
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
 
     @property
     def micro_batch_size(self) -> int:
@@ -81,12 +81,12 @@ class TrainConfig(StrictModel):
     keep_last: int = Field(2, ge=1)
     max_nonfinite_in_row: int = Field(10, ge=1)
     export: bool = True
-    model: ModelSection = ModelSection()
-    data: DataSection = DataSection()
-    optim: OptimSection = OptimSection()
-    loss: LossConfig = LossConfig()
-    deepspeed: DeepSpeedSection = DeepSpeedSection()
-    tracking: TrackingSection = TrackingSection()
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    optim: OptimSection = Field(default_factory=lambda: OptimSection.model_validate({}))
+    loss: LossConfig = Field(default_factory=lambda: LossConfig.model_validate({}))
+    deepspeed: DeepSpeedSection = Field(default_factory=lambda: DeepSpeedSection.model_validate({}))
+    tracking: TrackingSection = Field(default_factory=lambda: TrackingSection.model_validate({}))
 
     @model_validator(mode="after")
     def _stage_terms(self) -> TrainConfig:

@@ -293,7 +293,7 @@ class Trainer:
         batches: Iterator[TrainBatch] = iter(source)
         bar = self._progress_bar(self.engine.global_steps)
         nonfinite_in_row, last_saved, last_loss = 0, None, None
-        window = {"t0": time.perf_counter(), "samples": 0, "tokens": 0, "micro": 0, "sums": {}}
+        window = _Window()
         status = "FAILED"
         try:
             while self.engine.global_steps < cfg.max_steps:
@@ -323,11 +323,8 @@ class Trainer:
                 lrs = [float(g["lr"]) for g in self.optimizer.param_groups]  # the lr this step uses
                 self.engine.step()
                 stats = self.module.last_stats
-                window["samples"] += stats.samples
-                window["tokens"] += stats.text_tokens
-                window["micro"] += 1
-                for k, v in out.items():
-                    window["sums"][k] = window["sums"].get(k, 0.0) + float(v.detach())
+                assert stats is not None
+                window.add(stats.samples, stats.text_tokens, out)
                 counters["samples"] += stats.samples * world
                 if self.engine.global_steps == before:
                     continue
@@ -339,7 +336,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", sps=f"{metrics['samples_per_s']:.1f}")
-                window = {"t0": time.perf_counter(), "samples": 0, "tokens": 0, "micro": 0, "sums": {}}
+                window = _Window()
                 if cfg.save_every and step % cfg.save_every == 0:
                     last_saved = self._save(step, position, counters, source.state_dict())
             if last_saved != ckpt.tag_for(self.engine.global_steps):
@@ -370,14 +367,14 @@ class Trainer:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item() == 1.0)
 
-    def _step_metrics(self, window: dict[str, Any], lrs: list[float]) -> dict[str, float]:
-        keys = sorted(window["sums"])
-        vec = torch.tensor([window["sums"][k] / max(1, window["micro"]) for k in keys]
-                           + [float(window["samples"]), float(window["tokens"])], dtype=torch.float64)
+    def _step_metrics(self, window: _Window, lrs: list[float]) -> dict[str, float]:
+        keys = sorted(window.sums)
+        vec = torch.tensor([window.sums[k] / max(1, window.micro) for k in keys]
+                           + [float(window.samples), float(window.tokens)], dtype=torch.float64)
         if self.dist.world > 1:
             torch.distributed.all_reduce(vec)
             vec[: len(keys)] /= self.dist.world
-        dt = max(time.perf_counter() - window["t0"], 1e-9)
+        dt = max(time.perf_counter() - window.t0, 1e-9)
         metrics = {k: float(vec[i]) for i, k in enumerate(keys)}
         metrics["samples_per_s"] = float(vec[len(keys)]) / dt
         metrics["tokens_per_s"] = float(vec[len(keys) + 1]) / dt
@@ -387,6 +384,7 @@ class Trainer:
         return metrics
 
     def _tracker(self) -> Tracker:
+        t: Tracker
         if self.dist.rank != 0 or not self.cfg.tracking.enabled:
             t = NullTracker()
             if self.dist.rank == 0:
@@ -444,6 +442,24 @@ def data_manifest_hash(url: str | None) -> str | None:
             return hashlib.sha256(f.read()).hexdigest()
     except (OSError, FileNotFoundError):
         return None
+
+
+@dataclass
+class _Window:
+    """Sums over the micro-batches of one optimizer step (for the step's metrics)."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    samples: int = 0
+    tokens: int = 0
+    micro: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, samples: int, tokens: int, out: dict[str, torch.Tensor]) -> None:
+        self.samples += samples
+        self.tokens += tokens
+        self.micro += 1
+        for k, v in out.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
 
 
 class _nullcontext:

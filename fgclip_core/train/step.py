@@ -23,6 +23,7 @@ from torch import nn
 
 from fgclip_core.data.batch import TrainBatch
 from fgclip_core.losses import LossConfig, StepFeatures, fgclip_loss
+from fgclip_core.model import FGCLIPModel
 
 
 def real_lengths(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -51,7 +52,7 @@ def _hardneg_selection(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
     return sel, batch.hardneg_mask[sel]
 
 
-def fused_features(model: nn.Module, batch: TrainBatch, stage: int, eos_id: int,
+def fused_features(model: FGCLIPModel, batch: TrainBatch, stage: int, eos_id: int,
                    cfg: LossConfig) -> tuple[StepFeatures, StepStats]:
     want_regions = stage == 2 and cfg.region_weight > 0
     want_hardneg = stage == 2 and cfg.hardneg_weight > 0 and batch.hardneg_input_ids.shape[2] > 1
@@ -86,6 +87,7 @@ def fused_features(model: nn.Module, batch: TrainBatch, stage: int, eos_id: int,
 
     feats = StepFeatures(image=enc.image_embeds, long_text=long_text, short_text=short_text)
     if want_regions or want_hardneg:
+        assert enc.dense_map is not None
         roi = model.roi_features(enc.dense_map, batch.box_xyxy)        # [B, K, D]
         if want_regions:
             feats.region_image, feats.region_text = roi[box_sel], region_text
@@ -94,7 +96,7 @@ def fused_features(model: nn.Module, batch: TrainBatch, stage: int, eos_id: int,
     return feats, StepStats(samples=batch.batch_size, text_tokens=tokens)
 
 
-def naive_features(model: nn.Module, batch: TrainBatch, stage: int, eos_id: int,
+def naive_features(model: FGCLIPModel, batch: TrainBatch, stage: int, eos_id: int,
                    cfg: LossConfig) -> tuple[StepFeatures, StepStats]:
     """The official code's way: padded texts, one forward per text kind, separate vision passes."""
     want_regions = stage == 2 and cfg.region_weight > 0
@@ -141,7 +143,7 @@ class FGCLIPTrainModule(nn.Module):
     the model's own layout (for the export).
     """
 
-    def __init__(self, model: nn.Module, stage: int, loss_cfg: LossConfig, eos_id: int, fused: bool = True):
+    def __init__(self, model: FGCLIPModel, stage: int, loss_cfg: LossConfig, eos_id: int, fused: bool = True):
         super().__init__()
         self.scales = nn.ParameterDict()
         for name in SCALE_NAMES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import torch
@@ -98,7 +99,7 @@ class SyntheticBatches:
                  text: TextSpec, max_boxes: int, num_negatives: int, long_len: int = 248, short_len: int = 77):
         self.spec = SyntheticSpec.parse(url)
         self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
-        self.kw = dict(image_size=image_size, text=text, max_boxes=max_boxes, num_negatives=num_negatives,
+        self.kw: dict[str, Any] = dict(image_size=image_size, text=text, max_boxes=max_boxes, num_negatives=num_negatives,
                        long_len=long_len, short_len=short_len)
         self.position = 0
 

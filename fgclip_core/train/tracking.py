@@ -79,9 +79,9 @@ class Tracker:
         self.want_system_metrics = system_metrics
         self.system_metrics_interval = system_metrics_interval
         self.enabled = enabled
-        self.client = None
+        self.client: Any = None
         self.run_id: str | None = None
-        self._monitor = None
+        self._monitor: Any = None
         self.failures: list[str] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------
