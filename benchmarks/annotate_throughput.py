@@ -7,7 +7,7 @@
     Measured for the caption stage alone and for the whole pipeline (decode from disk, captions,
     phrases, negatives; chunked, resumable writes).
 
-    .venv/bin/python benchmarks/annotate_throughput.py [--images 240] [--concurrency 16]
+    .venv/bin/python benchmarks/annotate_throughput.py [--images 240] [--concurrency 8,16,32]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def bench_captions(n_images: int, concurrency: int, latency_s: float, in_process
     imgs = []
     for i in range(n_images):
         im = Image.new("RGB", (256, 192), tuple(rng.randrange(256) for _ in range(3)))
-        imgs.append(LoadedImage(ImageRef(f"b{i}", f"b{i}.png", f"/x/b{i}.png"), im, 256, 192))
+        imgs.append(LoadedImage(ImageRef(f"b{i}", f"b{i}.png", f"/x/b{i}.png", f"/x/b{i}.png"), im, 256, 192))
     ideal = concurrency / latency_s
     with endpoint(latency_s, in_process) as url:
         cfg = load_annotate_config(None, ["captions.backend=openai", f"endpoint.base_url={url}",
@@ -129,7 +129,8 @@ def bench_pipeline(n_images: int, concurrency: int, latency_s: float, in_process
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=240)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--concurrency", default="8,16,32",
+                    help="comma-separated; the first one (default 8, the config default) is judged and used for the pipeline")
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--server-process", action="store_true",
@@ -137,9 +138,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     bench_negatives(args.repeats)
-    ratio = bench_captions(args.images, args.concurrency, args.latency, not args.server_process)
-    bench_pipeline(args.images, args.concurrency, args.latency, not args.server_process)
-    print(f"target: caption-stage ratio >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'}")
+    levels = [int(c) for c in args.concurrency.split(",")]
+    ratios = [bench_captions(args.images, c, args.latency, not args.server_process) for c in levels]
+    bench_pipeline(args.images, levels[0], args.latency, not args.server_process)
+    print(f"target: caption-stage ratio >= 0.8 at concurrency {levels[0]}: {ratios[0]:.3f} "
+          f"{'met' if ratios[0] >= 0.8 else 'NOT met'} (machine load matters: the client and the loopback server "
+          f"share this machine's cores)")
 
 
 if __name__ == "__main__":

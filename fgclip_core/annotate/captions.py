@@ -74,11 +74,10 @@ def finish(caption: str, cfg: CaptionConfig, prov: dict[str, Any], alt: str | No
 class SidecarCaptioner:
     def __init__(self, cfg: CaptionConfig, images_root: str):
         self.cfg, self.root = cfg, images_root
+        self.fs, self.base = filesystem(images_root)  # one instance for every lookup (S3 ones are costly)
         self.meta_url = cfg.metadata_file
-        if self.meta_url is None:
-            fs, p = filesystem(join(images_root, "metadata.jsonl"))
-            if fs.exists(p):
-                self.meta_url = join(images_root, "metadata.jsonl")
+        if self.meta_url is None and self.fs.exists(f"{self.base.rstrip('/')}/metadata.jsonl"):
+            self.meta_url = join(images_root, "metadata.jsonl")
         self.meta = self._read_meta(self.meta_url) if self.meta_url else {}
 
     @staticmethod
@@ -113,10 +112,9 @@ class SidecarCaptioner:
             if not isinstance(caption, str) or not caption.strip():
                 return CaptionResult(error=f"metadata entry for {img.ref.f_path} has no caption")
             return finish(caption, self.cfg, self._prov(f"metadata:{self.meta_url}"), alt)
-        txt_url = img.ref.url.rsplit(".", 1)[0] + ".txt"
-        fs, p = filesystem(txt_url)
-        if fs.exists(p):
-            with fs.open(p, "rt") as f:
+        txt = img.ref.path.rsplit(".", 1)[0] + ".txt"
+        if self.fs.exists(txt):
+            with self.fs.open(txt, "rt") as f:
                 return finish(f.read(), self.cfg, self._prov("sidecar-txt"))
         where = f" and no entry in {self.meta_url}" if self.meta_url else ""
         return CaptionResult(error=f"no caption: no sidecar {img.ref.f_path.rsplit('.', 1)[0]}.txt{where}")

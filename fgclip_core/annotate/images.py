@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import fsspec
 from PIL import Image, ImageOps
 
 from fgclip_core.storage import filesystem, join
@@ -19,7 +20,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 class ImageRef:
     id: str  # WebDataset-safe key (no dots or slashes)
     f_path: str  # path relative to the images root, as written into the record
-    url: str  # full local path or URL to open
+    url: str  # full local path or URL
+    path: str  # the same, as the root's filesystem names it (what ``fs.open`` takes)
 
 
 @dataclass
@@ -52,13 +54,16 @@ def list_images(root: str, extensions: Sequence[str]) -> list[ImageRef]:
         key = image_id(rel)
         if counts[key] > 1:  # "a/b.jpg" and "a_b.png" would share a key: disambiguate both
             key = f"{key}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
-        refs.append(ImageRef(key, rel, join(root, rel)))
+        refs.append(ImageRef(key, rel, join(root, rel), f"{base.rstrip('/')}/{rel}"))
     return refs
 
 
-def load_image(ref: ImageRef, max_side: int, max_pixels: int) -> LoadedImage:
-    """Open with PIL, apply EXIF orientation, convert to RGB, downscale to ``max_side``."""
-    fs, path = filesystem(ref.url)
+def load_image(ref: ImageRef, max_side: int, max_pixels: int, fs: fsspec.AbstractFileSystem | None = None
+               ) -> LoadedImage:
+    """Open with PIL, apply EXIF orientation, convert to RGB, downscale to ``max_side``.
+
+    Pass the root's ``fs`` when loading many images: making an S3 filesystem costs a fraction of a second."""
+    fs, path = (fs, ref.path) if fs is not None else filesystem(ref.url)
     try:
         with fs.open(path, "rb") as f:
             img = Image.open(f)

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import fsspec
 from tqdm import tqdm
 
 from fgclip_core.annotate.boxes import Detector, select_regions, to_regions
@@ -68,16 +69,14 @@ class Summary:
         self.quarantined_by_stage = dict(by)
 
 
-def _write_jsonl(url: str, rows: Sequence[dict[str, Any]]) -> None:
-    fs, path = filesystem(url)
+def _write_jsonl(fs: fsspec.AbstractFileSystem, path: str, rows: Sequence[dict[str, Any]]) -> None:
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wt") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def _read_json(url: str) -> dict[str, Any] | None:
-    fs, path = filesystem(url)
+def _read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
     if not fs.exists(path):
         return None
     with fs.open(path, "rt") as f:
@@ -131,7 +130,7 @@ class Annotator:
         loaded: list[LoadedImage] = []
         for ref in refs:
             try:
-                loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels))
+                loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels, self._images_fs))
             except (ImageLoadError, OSError) as e:
                 quarantine.append(Quarantined(ref.id, ref.f_path, "decode", str(e)))
         return loaded, quarantine
@@ -180,13 +179,17 @@ class Annotator:
 
     # -- the run ----------------------------------------------------------------------------
     def run(self, progress: bool = True, on_chunk: Callable[[int, Summary], None] | None = None) -> Summary:
+        # filesystems are made here, once per run (not in __init__: an s3fs instance does not survive a fork)
+        self._images_fs = filesystem(self.root)[0]
+        self._out_fs, out_path = filesystem(self.out)
+        self._out_base = out_path.rstrip("/")
         refs = list_images(self.root, self.cfg.pipeline.extensions)
         size = self.cfg.pipeline.chunk_size
         chunks = [refs[i: i + size] for i in range(0, len(refs), size)]
         total = Summary(chunks=len(chunks))
         done: dict[int, Summary] = {}
         for ci, chunk in enumerate(chunks):
-            marker = _read_json(join(self.out, "_done", f"chunk-{ci:05d}.json"))
+            marker = _read_json(self._out_fs, f"{self._out_base}/_done/chunk-{ci:05d}.json")
             if marker and marker.get("ids") == [r.id for r in chunk] and marker.get("config") == self.fingerprint:
                 done[ci] = Summary(**marker["summary"])
             elif marker:
@@ -210,14 +213,15 @@ class Annotator:
                 bar.update(len(chunk))
                 if on_chunk is not None:
                     on_chunk(ci, total)
-        _write_jsonl(join(self.out, "summary.json"), [asdict(total)])
+        _write_jsonl(self._out_fs, f"{self._out_base}/summary.json", [asdict(total)])
         return total
 
     def _finish_chunk(self, ci: int, chunk: Sequence[ImageRef], records: list[FineHARDRecord],
                       quarantine: list[Quarantined]) -> Summary:
         name = f"chunk-{ci:05d}"
-        _write_jsonl(join(self.out, "records", f"{name}.jsonl"), [r.to_dict() for r in records])
-        _write_jsonl(join(self.out, "quarantine", f"{name}.jsonl"), [asdict(q) for q in quarantine])
+        fs, base = self._out_fs, self._out_base
+        _write_jsonl(fs, f"{base}/records/{name}.jsonl", [r.to_dict() for r in records])
+        _write_jsonl(fs, f"{base}/quarantine/{name}.jsonl", [asdict(q) for q in quarantine])
         stats = Summary(images=len(chunk), records=len(records), quarantined=len(quarantine),
                         regions=sum(len(r.bbox_info) for r in records),
                         regions_with_negatives=sum(g.flag_short_neg for r in records for g in r.bbox_info),
@@ -226,7 +230,7 @@ class Annotator:
             raise RuntimeError(f"{name}: {stats.images} images in but {stats.records} records + "
                                f"{stats.quarantined} quarantined out")
         # the marker is written last: a chunk counts as done only once its records and quarantine exist
-        _write_jsonl(join(self.out, "_done", f"{name}.json"),
+        _write_jsonl(fs, f"{base}/_done/{name}.json",
                      [{"ids": [r.id for r in chunk], "config": self.fingerprint, "summary": asdict(stats)}])
         return stats
 

@@ -32,7 +32,7 @@ def images(n: int) -> list[LoadedImage]:
     out = []
     for i in range(n):
         img = Image.new("RGB", (40 + i, 30), tuple(rng.randrange(256) for _ in range(3)))
-        out.append(LoadedImage(ImageRef(f"img{i}", f"img{i}.png", f"/x/img{i}.png"), img, 40 + i, 30))
+        out.append(LoadedImage(ImageRef(f"img{i}", f"img{i}.png", f"/x/img{i}.png", f"/x/img{i}.png"), img, 40 + i, 30))
     return out
 
 

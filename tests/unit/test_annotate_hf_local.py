@@ -79,7 +79,7 @@ def test_detector_rejects_unsupported_models(tmp_path, llava_dir):
 
 
 def test_local_captioner_batches_and_writes_provenance(llava_dir):
-    imgs = [LoadedImage(ImageRef(f"i{i}", f"i{i}.png", f"/x/i{i}.png"), im, *im.size) for i, im in enumerate(pictures())]
+    imgs = [LoadedImage(ImageRef(f"i{i}", f"i{i}.png", f"/x/i{i}.png", f"/x/i{i}.png"), im, *im.size) for i, im in enumerate(pictures())]
     c1 = HFLocalCaptioner(CaptionConfig(backend="hf_local", model_dir=str(llava_dir), batch_size=1, max_new_tokens=8))
     c3 = HFLocalCaptioner(CaptionConfig(backend="hf_local", model_dir=str(llava_dir), batch_size=3, max_new_tokens=8))
     a, b = c1.caption(imgs), c3.caption(imgs)
@@ -97,7 +97,7 @@ def test_local_captioner_failure_is_reported_per_image(llava_dir, monkeypatch):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(cap, "_batch", boom)
-    imgs = [LoadedImage(ImageRef(f"i{i}", "p", "p"), im, *im.size) for i, im in enumerate(pictures())]
+    imgs = [LoadedImage(ImageRef(f"i{i}", "p", "p", "p"), im, *im.size) for i, im in enumerate(pictures())]
     out = cap.caption(imgs)
     assert len(out) == 3 and all("RuntimeError: out of memory" in r.error for r in out)
 
