@@ -57,3 +57,25 @@ def test_default_sqlite_store_records_params_metrics_and_resumes_the_same_run(tm
 
 def test_flatten_nested_config() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": "1", "a.c.d": "[1, 2]", "e": "None"}
+
+
+class _FailingClient:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def log_batch(self, *a, **k) -> None:
+        self.calls += 1
+        raise ConnectionError("server went away")
+
+
+def test_server_failing_mid_run_is_switched_off_once_and_training_data_stays_local(tmp_path, caplog) -> None:
+    t = Tracker(tmp_path, uri="http://127.0.0.1:1", system_metrics=False)
+    client = _FailingClient()
+    t.client, t.run_id = client, "r1"
+    with caplog.at_level(logging.WARNING):
+        for step in range(1, 4):
+            t.log_metrics({"loss": float(step)}, step=step)
+    assert client.calls == 1 and t.client is None
+    assert caplog.text.count("server went away") == 1
+    steps = [json.loads(x)["step"] for x in (tmp_path / "tracking" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
