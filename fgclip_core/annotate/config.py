@@ -114,7 +114,7 @@ class NegativesConfig(StrictModel):
 class PipelineConfig(StrictModel):
     chunk_size: int = Field(64, ge=1)
     extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"])
-    max_image_pixels: int = Field(178_956_970, ge=1)
+    max_image_pixels: int = Field(89_478_485, ge=1)  # as the data layer's validation.max_pixels
 
 
 class AnnotateConfig(StrictModel):

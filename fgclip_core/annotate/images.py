@@ -70,12 +70,12 @@ def load_image(ref: ImageRef, max_side: int, max_pixels: int, fs: fsspec.Abstrac
             if img.width * img.height > max_pixels:
                 raise ImageLoadError(f"{ref.f_path}: {img.width}x{img.height} exceeds {max_pixels} pixels")
             img.load()
+            rgb = ImageOps.exif_transpose(img).convert("RGB")  # a broken EXIF block fails here, quarantined too
     except ImageLoadError:
         raise
     except Exception as e:  # PIL raises many types for corrupt files
         raise ImageLoadError(f"{ref.f_path}: cannot decode image: {type(e).__name__}: {e}") from e
-    img = ImageOps.exif_transpose(img).convert("RGB")
-    width, height = img.size
-    if max(img.size) > max_side:
-        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return LoadedImage(ref, img, width, height)
+    width, height = rgb.size
+    if max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return LoadedImage(ref, rgb, width, height)

@@ -132,7 +132,7 @@ class HFLocalCaptioner:
         assert cfg.model_dir is not None
         self.cfg, self.device = cfg, device
         self.processor = AutoProcessor.from_pretrained(cfg.model_dir, backend="pil")
-        self.model = AutoModelForImageTextToText.from_pretrained(cfg.model_dir).to(device).eval()
+        self.model = AutoModelForImageTextToText.from_pretrained(cfg.model_dir).to(device).eval()  # type: ignore[arg-type]
         tok = getattr(self.processor, "tokenizer", None)
         if tok is not None:
             tok.padding_side = "left"  # decoder-only generation needs left padding in a batch

@@ -111,7 +111,7 @@ def build_tiny_llava(out_dir: str | Path, seed: int = 0, image_size: int = 32) -
         text_config=LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                 num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                                 pad_token_id=0, bos_token_id=2, eos_token_id=3),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         image_seq_length=n_patches,
@@ -150,12 +150,12 @@ def build_tiny_grounding_dino(out_dir: str | Path, seed: int = 0, image_size: in
     tok = BertTokenizer(vocab=vocab)
     cfg = GroundingDinoConfig(
         backbone_config=SwinConfig(image_size=image_size, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 1],
-                                   window_size=4, out_features=["stage1", "stage2"]),
+                                   window_size=4, out_features=["stage1", "stage2"]),  # type: ignore[call-arg]
         text_config=BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=32, max_position_embeddings=64),
         d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
         encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=12, num_feature_levels=2, encoder_n_points=2,
-        decoder_n_points=2, max_text_len=64, use_timm_backbone=False, use_pretrained_backbone=False,
+        decoder_n_points=2, max_text_len=64,
     )
     torch.manual_seed(seed)
     model = GroundingDinoForObjectDetection(cfg).eval()
