@@ -115,6 +115,7 @@ class PipelineConfig(StrictModel):
     chunk_size: int = Field(64, ge=1)
     extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"])
     max_image_pixels: int = Field(89_478_485, ge=1)  # as the data layer's validation.max_pixels
+    min_image_side: int = Field(8, ge=1)  # as the data layer's validation.min_side
 
 
 class AnnotateConfig(StrictModel):

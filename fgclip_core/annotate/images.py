@@ -58,8 +58,8 @@ def list_images(root: str, extensions: Sequence[str]) -> list[ImageRef]:
     return refs
 
 
-def load_image(ref: ImageRef, max_side: int, max_pixels: int, fs: fsspec.AbstractFileSystem | None = None
-               ) -> LoadedImage:
+def load_image(ref: ImageRef, max_side: int, max_pixels: int, fs: fsspec.AbstractFileSystem | None = None,
+               min_side: int = 1) -> LoadedImage:
     """Open with PIL, apply EXIF orientation, convert to RGB, downscale to ``max_side``.
 
     Pass the root's ``fs`` when loading many images: making an S3 filesystem costs a fraction of a second."""
@@ -69,6 +69,8 @@ def load_image(ref: ImageRef, max_side: int, max_pixels: int, fs: fsspec.Abstrac
             img = Image.open(f)
             if img.width * img.height > max_pixels:
                 raise ImageLoadError(f"{ref.f_path}: {img.width}x{img.height} exceeds {max_pixels} pixels")
+            if min(img.size) < min_side:
+                raise ImageLoadError(f"{ref.f_path}: {img.width}x{img.height} has a side under {min_side} pixels")
             img.load()
             rgb = ImageOps.exif_transpose(img).convert("RGB")  # a broken EXIF block fails here, quarantined too
     except ImageLoadError:

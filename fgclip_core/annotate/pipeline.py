@@ -130,7 +130,8 @@ class Annotator:
         loaded: list[LoadedImage] = []
         for ref in refs:
             try:
-                loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels, self._images_fs))
+                loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels, self._images_fs,
+                                         self.cfg.pipeline.min_image_side))
             except (ImageLoadError, OSError) as e:
                 quarantine.append(Quarantined(ref.id, ref.f_path, "decode", str(e)))
         return loaded, quarantine

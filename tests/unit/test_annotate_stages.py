@@ -106,6 +106,8 @@ def test_list_and_load_images(tmp_path):
     assert (big.width, big.height) == (2000, 1000) and big.image.size == (256, 128)
     with pytest.raises(ImageLoadError, match="exceeds"):
         load_image(refs[0], max_side=256, max_pixels=1000)
+    with pytest.raises(ImageLoadError, match="side under 25 pixels"):
+        load_image(refs[1], max_side=256, max_pixels=10**8, min_side=25)
     with pytest.raises(ImageLoadError, match=r"bad\.jpg: cannot decode"):
         load_image(refs[3], max_side=256, max_pixels=10**8)
 
