@@ -36,7 +36,9 @@ def long_positions_from_short(short: torch.Tensor, keep: int = 20) -> torch.Tens
 
 class QuickGELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x * torch.sigmoid(1.702 * x)
+        return torch.sigmoid(1.702 * x).mul_(x)  # same values, one temporary less (inference)
 
 
 def _activation(name: str) -> nn.Module:
@@ -53,15 +55,24 @@ class CLIPAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool, query_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention over ``x [B, T, C]``. With ``query_index [B]`` only that one query row per
+        sequence is computed (``[B, 1, C]``), still attending to every key (to keys up to it if causal)."""
         b, t, c = x.shape
 
-        def heads(proj: nn.Linear) -> torch.Tensor:
-            return proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        def heads(h: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+            return proj(h).view(b, h.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.q_proj), heads(self.k_proj), heads(self.v_proj),
-                                             is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+        k, v = heads(x, self.k_proj), heads(x, self.v_proj)
+        if query_index is None:
+            out = F.scaled_dot_product_attention(heads(x, self.q_proj), k, v, is_causal=causal)
+        else:
+            rows = x[torch.arange(b, device=x.device), query_index][:, None]
+            mask = None
+            if causal:
+                mask = (torch.arange(t, device=x.device)[None, :] <= query_index[:, None])[:, None, None, :]
+            out = F.scaled_dot_product_attention(heads(rows, self.q_proj), k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, out.shape[2], c))
 
     def forward_without_mixing(self, x: torch.Tensor) -> torch.Tensor:
         """Each token attends only to itself: ``out_proj(v_proj(x))`` (FG-CLIP's dense path)."""
@@ -87,8 +98,12 @@ class CLIPEncoderLayer(nn.Module):
         self.mlp = CLIPMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
         self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x), causal)
+    def forward(self, x: torch.Tensor, causal: bool, query_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T, C]``, or only the row ``query_index [B]`` of each sequence (``[B, 1, C]``)."""
+        attn = self.self_attn(self.layer_norm1(x), causal, query_index)
+        if query_index is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), query_index][:, None]
+        x = x + attn
         return x + self.mlp(self.layer_norm2(x))
 
     def forward_without_mixing(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,13 +121,17 @@ class CLIPEncoder(nn.Module):
     def blocks(self) -> list[CLIPEncoderLayer]:
         return [cast(CLIPEncoderLayer, m) for m in self.layers]
 
-    def forward(self, x: torch.Tensor, causal: bool, start: int = 0, end: int | None = None) -> torch.Tensor:
-        """Run layers ``start..end-1`` (all by default)."""
-        for layer in self.blocks[start:end]:
+    def forward(self, x: torch.Tensor, causal: bool, start: int = 0, end: int | None = None,
+                query_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Run layers ``start..end-1`` (all by default). With ``query_index [B]`` the last of them
+        computes only that row of each sequence (the only one pooling reads): ``[B, 1, C]``."""
+        blocks = self.blocks[start:end]
+        for i, layer in enumerate(blocks):
+            qi = query_index if i == len(blocks) - 1 else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, causal, use_reentrant=False)
+                x = checkpoint(layer, x, causal, qi, use_reentrant=False)
             else:
-                x = layer(x, causal)
+                x = layer(x, causal, qi)
         return x
 
 
@@ -135,12 +154,15 @@ class CLIPTextEmbeddings(nn.Module):
         keep = min(self.cfg.long_keep_positions, length)
         return torch.cat([self.position_embedding_ori(ids[:keep]), self.position_embedding_res(ids[keep:])], dim=0)
 
-    def forward(self, input_ids: torch.Tensor, long: bool) -> torch.Tensor:
+    def check_length(self, length: int, long: bool) -> None:
         limit = self.cfg.long_max_position_embeddings if long else self.cfg.max_position_embeddings
-        length = input_ids.shape[-1]
         if length > limit:
             raise ValueError(f"input_ids has {length} tokens but {'long' if long else 'short'} text allows "
                              f"{limit}; tokenize with mode={'long' if long else 'short'!r} (truncates, keeps EOS)")
+
+    def forward(self, input_ids: torch.Tensor, long: bool) -> torch.Tensor:
+        length = input_ids.shape[-1]
+        self.check_length(length, long)
         return self.token_embedding(input_ids) + self.positions(length, long, input_ids.device)
 
 
@@ -156,16 +178,21 @@ class CLIPTextTransformer(nn.Module):
         """Pooled text state ``[N, width]``: final-LN hidden state at the first EOS token."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [N, T], got shape {tuple(input_ids.shape)}")
+        self.embeddings.check_length(input_ids.shape[-1], long)
         is_eos = input_ids == self.cfg.eos_token_id
         has_eos = is_eos.any(dim=-1)
         if not bool(has_eos.all()):
             rows = (~has_eos).nonzero(as_tuple=True)[0][:10].tolist()
             raise ValueError(f"input_ids rows {rows} contain no eos_token_id {self.cfg.eos_token_id}: "
                              "EOS pooling needs it (tokenize with the FG-CLIP tokenizer; trim after EOS only)")
-        x = self.encoder(self.embeddings(input_ids, long), causal=True)
-        x = self.final_layer_norm(x)
         eos_index = is_eos.int().argmax(dim=-1)
-        return x[torch.arange(x.shape[0], device=x.device), eos_index]
+        # Under the causal mask nothing after a row's EOS reaches its pooled state: drop the
+        # columns after the last EOS (padding), and let the last layer compute only the EOS row.
+        needed = int(eos_index.max()) + 1 if input_ids.shape[0] else input_ids.shape[1]
+        if needed < input_ids.shape[1]:
+            input_ids = input_ids[:, :needed]
+        x = self.encoder(self.embeddings(input_ids, long), causal=True, query_index=eos_index)
+        return self.final_layer_norm(x[:, 0])
 
 
 class CLIPVisionEmbeddings(nn.Module):
@@ -204,7 +231,8 @@ class CLIPVisionTransformer(nn.Module):
         return self.encoder(x, causal=False, end=self.cfg.num_hidden_layers - 1)
 
     def pooled_from(self, before_last: torch.Tensor) -> torch.Tensor:
-        x = self.encoder(before_last, causal=False, start=self.cfg.num_hidden_layers - 1)
+        cls = torch.zeros(before_last.shape[0], dtype=torch.long, device=before_last.device)
+        x = self.encoder(before_last, causal=False, start=self.cfg.num_hidden_layers - 1, query_index=cls)
         return self.post_layernorm(x[:, 0])
 
     def dense_from(self, before_last: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,21 @@ def test_text_features_trimmed_inputs_and_modes(model, tiny_checkpoint_dir):
     assert not torch.allclose(a, b, atol=1e-4)
 
 
+def test_padding_after_eos_is_ignored_and_empty_batches_work(model):
+    eos = model.config.text_config.eos_token_id
+    ids = torch.tensor([[49406, 320, 1125, eos] + [eos] * 73, [49406] + [2368] * 30 + [eos] * 46])
+    other_padding = ids.clone()
+    other_padding[0, 4:] = 7  # whatever follows a row's first EOS cannot change its feature
+    with torch.no_grad():
+        a = model.get_text_features(ids)
+        b = model.get_text_features(other_padding)
+        single = model.get_text_features(ids[:1, :4])
+        empty = model.get_text_features(ids[:0])
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(single[0], a[0], rtol=1e-5, atol=1e-6)
+    assert empty.shape == (0, model.config.projection_dim)
+
+
 def test_text_rejects_missing_eos_and_overlong_input(model):
     eos = model.config.text_config.eos_token_id
     ok = torch.tensor([[49406, 320, eos]])
