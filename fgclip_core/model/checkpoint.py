@@ -218,5 +218,6 @@ def save_model(model: FGCLIPModel, path: str | Path) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     partial = directory / f".{SAFETENSORS_NAME}.tmp"
     save_file(tensors, str(partial), metadata={"format": "pt"})
+    os.chmod(partial, 0o644)  # a model file, not a secret (the writer creates it owner-only)
     os.replace(partial, directory / SAFETENSORS_NAME)
     model.config.save(directory / CONFIG_NAME)

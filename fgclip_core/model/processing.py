@@ -34,6 +34,9 @@ NUM_MERGES = 49152 - 256 - 2
 KNOWN_IDS = {"a photo of a cat": [49406, 320, 1125, 539, 320, 2368, 49407]}
 
 
+CLIP_TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast")
+
+
 class TokenizerError(RuntimeError):
     """The tokenizer cannot be built or loaded, or gives ids that differ from OpenAI's CLIP BPE."""
 
@@ -86,7 +89,7 @@ def _verify(tok, where: str) -> None:
 
 def build_clip_tokenizer(out_dir: str | Path) -> None:
     """Write OpenAI's CLIP tokenizer (HF layout) into ``out_dir`` and verify it after reloading."""
-    from transformers import AutoTokenizer, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocab_and_merges()
     out = Path(out_dir)
@@ -95,9 +98,10 @@ def build_clip_tokenizer(out_dir: str | Path) -> None:
     # merges as data (building it from file paths silently gives a 3-token vocabulary).
     # Its annotation says list[str], but the tokenizers BPE model needs (left, right) pairs.
     pairs: Any = [tuple(m.split()) for m in merges]
-    tok = CLIPTokenizer(vocab=vocab, merges=pairs, pad_token="<|endoftext|>")
+    tok = CLIPTokenizer(vocab=vocab, merges=pairs, pad_token="<|endoftext|>",
+                        model_max_length=TextConfig().max_position_embeddings)
     tok.save_pretrained(str(out))
-    _verify(AutoTokenizer.from_pretrained(str(out)), str(out))
+    _verify(CLIPTokenizer.from_pretrained(str(out)), str(out))
 
 
 class FGCLIPTokenizer:
@@ -154,8 +158,9 @@ class FGCLIPTokenizer:
 
 
 def load_tokenizer(directory: str | Path) -> FGCLIPTokenizer:
-    """The tokenizer saved in a checkpoint directory; lengths from its ``config.json`` when present."""
-    from transformers import AutoTokenizer
+    """The tokenizer saved in a checkpoint directory (checked against OpenAI CLIP ids); lengths come
+    from the directory's ``config.json`` when it holds a model config."""
+    from transformers import AutoTokenizer, CLIPTokenizer
 
     from fgclip_core.model.checkpoint import resolve_local
 
@@ -163,9 +168,13 @@ def load_tokenizer(directory: str | Path) -> FGCLIPTokenizer:
     if not any((d / f).is_file() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
         raise TokenizerError(f"{d}: no tokenizer files (tokenizer.json / vocab.json + merges.txt)")
     try:
-        hf = AutoTokenizer.from_pretrained(str(d))
+        tok_cfg = json.loads((d / "tokenizer_config.json").read_text()) if (d / "tokenizer_config.json").is_file() else {}
+        # CLIPTokenizer directly: AutoTokenizer would also parse config.json, whose model_type it does not know.
+        cls = CLIPTokenizer if tok_cfg.get("tokenizer_class", "CLIPTokenizer") in CLIP_TOKENIZER_CLASSES else AutoTokenizer
+        hf = cls.from_pretrained(str(d))
     except Exception as e:
         raise TokenizerError(f"{d}: cannot load tokenizer: {e}") from e
+    _verify(hf, str(d))
     short = long = None
     if (d / "config.json").is_file():
         try:

@@ -140,3 +140,13 @@ def test_clip_style_processor_config_uses_crop_size(tmp_path: Path):
     assert proc.size == 224 and proc.config.image_mean == (0.5, 0.5, 0.5)
     white = proc([Image.new("RGB", (10, 20), (255, 255, 255))])
     assert torch.allclose(white, torch.ones_like(white))
+
+
+def test_tokenizer_with_other_ids_is_refused(tmp_path: Path):
+    """A directory whose tokenizer does not give OpenAI's CLIP ids (the model's vocabulary)."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2}
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(str(tmp_path))
+    with pytest.raises(TokenizerError, match=r"expected OpenAI CLIP ids \[49406, 320"):
+        load_tokenizer(tmp_path)
