@@ -3,7 +3,8 @@
 The defaults run fully offline: captions come with the images (sidecar/metadata), phrases come
 from the rule-based chunker, and hard negatives from the rule-based generator. Region boxes need a
 detector, so the default box backend is ``none`` (records without regions) until a local
-detector directory (``boxes.backend: hf_local``, ``boxes.model_dir``) or an endpoint is set.
+detector directory (``boxes.backend: hf_local``, ``boxes.model_dir``), an endpoint, or boxes that
+come with the images (``boxes.backend: metadata``, a metadata JSONL with ``regions``) are set.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ class PhraseConfig(StrictModel):
 
 
 class BoxConfig(StrictModel):
-    backend: Literal["none", "hf_local", "openai"] = "none"
+    backend: Literal["none", "hf_local", "openai", "metadata"] = "none"
     model_dir: str | None = None
+    # metadata: boxes that come with the images, `regions` in a metadata JSONL (a file or a folder of them);
+    # unset: the captions' metadata_file
+    metadata_file: str | None = None
     score_threshold: float = Field(0.4, ge=0, le=1)
     nms_iou: float = Field(0.5, gt=0, le=1)
     class_agnostic_nms: bool = True
@@ -125,6 +129,12 @@ class AnnotateConfig(StrictModel):
     boxes: BoxConfig = Field(default_factory=BoxConfig)
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _box_metadata(self) -> AnnotateConfig:
+        if self.boxes.backend == "metadata" and not (self.boxes.metadata_file or self.captions.metadata_file):
+            raise ValueError("boxes.backend=metadata needs boxes.metadata_file (or captions.metadata_file)")
+        return self
 
 
 def load_annotate_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AnnotateConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fgclip_core.annotate.boxes import Detector, EndpointDetector
 from fgclip_core.annotate.captions import Captioner, EndpointCaptioner, SidecarCaptioner
 from fgclip_core.annotate.config import AnnotateConfig
+from fgclip_core.annotate.metadata_boxes import MetadataRegions, metadata_url
 from fgclip_core.annotate.negatives import NegativeGenerator, RuleNegatives
 
 
@@ -21,13 +22,22 @@ def build_captioner(cfg: AnnotateConfig, images_root: str) -> Captioner:
 
 def build_detector(cfg: AnnotateConfig) -> Detector | None:
     b = cfg.boxes
-    if b.backend == "none":
-        return None
+    if b.backend in ("none", "metadata"):
+        return None  # metadata: no detector, see build_region_metadata
     if b.backend == "openai":
         return EndpointDetector(b, cfg.endpoint)
     from fgclip_core.annotate.backends.hf_local import HFZeroShotDetector
 
     return HFZeroShotDetector(b, device=b.device)
+
+
+def build_region_metadata(cfg: AnnotateConfig) -> MetadataRegions | None:
+    """The boxes that come with the images (``boxes.backend: metadata``), else None."""
+    if cfg.boxes.backend != "metadata":
+        return None
+    url = metadata_url(cfg)
+    assert url is not None  # AnnotateConfig validates this
+    return MetadataRegions(cfg.boxes, url)
 
 
 def build_negatives(cfg: AnnotateConfig) -> NegativeGenerator:

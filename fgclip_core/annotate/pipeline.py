@@ -29,7 +29,12 @@ from tqdm import tqdm
 from fgclip_core.annotate.boxes import Detector, select_regions, to_regions
 from fgclip_core.annotate.captions import Captioner
 from fgclip_core.annotate.config import AnnotateConfig
-from fgclip_core.annotate.factory import build_captioner, build_detector, build_negatives
+from fgclip_core.annotate.factory import (
+    build_captioner,
+    build_detector,
+    build_negatives,
+    build_region_metadata,
+)
 from fgclip_core.annotate.images import ImageLoadError, ImageRef, LoadedImage, list_images, load_image
 from fgclip_core.annotate.negatives import NegativeGenerator
 from fgclip_core.annotate.phrases import Phrase, RulePhraseExtractor
@@ -59,10 +64,13 @@ class Summary:
     chunks_skipped: int = 0
     regions: int = 0
     regions_with_negatives: int = 0
+    # boxes.backend=metadata: records whose image had no line in the metadata file (so no regions)
+    records_without_region_metadata: int = 0
     quarantined_by_stage: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Summary) -> None:
-        for k in ("images", "records", "quarantined", "regions", "regions_with_negatives"):
+        for k in ("images", "records", "quarantined", "regions", "regions_with_negatives",
+                  "records_without_region_metadata"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         by = Counter(self.quarantined_by_stage)
         by.update(other.quarantined_by_stage)
@@ -121,6 +129,7 @@ class Annotator:
         self.captioner = captioner or build_captioner(cfg, images_root)
         self.detector = detector if detector is not None else build_detector(cfg)
         self.negatives = negatives or build_negatives(cfg)
+        self.region_metadata = build_region_metadata(cfg) if self.detector is None else None
         self.phrases = RulePhraseExtractor(cfg.phrases)
         self.fingerprint = config_fingerprint(cfg)
 
@@ -150,6 +159,8 @@ class Annotator:
 
         if self.detector is not None:
             records = self._boxes(records, quarantine)
+        elif self.region_metadata is not None:
+            records = self._given_boxes(records, quarantine)
 
         regions = [r for _, rec in records for r in rec.bbox_info]
         errors = assign_negatives(regions, self.negatives, self.cfg.negatives.n) if regions else {}
@@ -175,6 +186,20 @@ class Annotator:
                 continue
             rec.bbox_info = to_regions(select_regions(dets, self.cfg.boxes), ps, prov, phrase_prov)
             rec.provenance["bbox_info"] = {**prov, "phrases": phrase_prov}
+            out.append((img, rec))
+        return out
+
+    def _given_boxes(self, records: list[tuple[LoadedImage, FineHARDRecord]], quarantine: list[Quarantined]
+                     ) -> list[tuple[LoadedImage, FineHARDRecord]]:
+        """boxes.backend=metadata: the regions (phrases, boxes) that come with the images."""
+        assert self.region_metadata is not None
+        out = []
+        for img, rec in records:
+            got = self.region_metadata.regions(rec.f_path, rec.caption)
+            if isinstance(got, str):
+                quarantine.append(Quarantined(rec.id, rec.f_path, "boxes", got, rec.to_dict()))
+                continue
+            rec.bbox_info, rec.provenance["bbox_info"] = got
             out.append((img, rec))
         return out
 
@@ -226,6 +251,8 @@ class Annotator:
         stats = Summary(images=len(chunk), records=len(records), quarantined=len(quarantine),
                         regions=sum(len(r.bbox_info) for r in records),
                         regions_with_negatives=sum(g.flag_short_neg for r in records for g in r.bbox_info),
+                        records_without_region_metadata=sum(
+                            bool(r.provenance.get("bbox_info", {}).get("missing")) for r in records),
                         quarantined_by_stage=dict(Counter(q.stage for q in quarantine)))
         if stats.records + stats.quarantined != stats.images:
             raise RuntimeError(f"{name}: {stats.images} images in but {stats.records} records + "

@@ -53,6 +53,8 @@ def annotate(ctx: click.Context, images_root: str | None, out: str | None, confi
     rows = [("images in", summary.images), ("records out", summary.records), ("quarantined", summary.quarantined),
             ("chunks (skipped as done)", f"{summary.chunks} ({summary.chunks_skipped})"),
             ("regions", summary.regions), ("regions with 10 negatives", summary.regions_with_negatives)]
+    if cfg.boxes.backend == "metadata":
+        rows.append(("records without region metadata", summary.records_without_region_metadata))
     rows += [(f"  quarantined at {stage}", n) for stage, n in sorted(summary.quarantined_by_stage.items())]
     for what, n in rows:
         table.add_row(what, str(n))
