@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PyFuncModel, PythonModel
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ CHAMPION = "champion"
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.20,<6", "safetensors", "pillow", "numpy", "pandas"]
 
 
-class FGCLIPPyfunc(mlflow.pyfunc.PythonModel):
+class FGCLIPPyfunc(PythonModel):
     """Embeds images and texts with an FG-CLIP checkpoint shipped as the artifact ``checkpoint``."""
 
     def load_context(self, context: Any) -> None:
@@ -75,13 +75,13 @@ class FGCLIPPyfunc(mlflow.pyfunc.PythonModel):
         with torch.no_grad():
             if pil:
                 emb = self.model.get_image_features(self.processor(pil))
-                for r, e in zip(rows_img, torch.nn.functional.normalize(emb, dim=-1), strict=True):
-                    out[r] = e.tolist()
+                for r, vec in zip(rows_img, torch.nn.functional.normalize(emb, dim=-1), strict=True):
+                    out[r] = vec.tolist()
             if txt:
                 ids = self.tokenizer.encode(txt, mode=mode)
                 emb = self.model.get_text_features(ids, walk_short_pos=(mode == "short"))
-                for r, e in zip(rows_txt, torch.nn.functional.normalize(emb, dim=-1), strict=True):
-                    out[r] = e.tolist()
+                for r, vec in zip(rows_txt, torch.nn.functional.normalize(emb, dim=-1), strict=True):
+                    out[r] = vec.tolist()
         return pd.DataFrame({"kind": kinds, "embedding": out})
 
 
@@ -142,8 +142,10 @@ def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[
             name="fgclip", python_model=wrapper, artifacts={"checkpoint": str(ckpt)}, signature=signature,
             input_example=example, pip_requirements=PIP_REQUIREMENTS, registered_model_name=name)
     version = _version_of(client, name, info.model_uri, run.info.run_id)
-    for k, v in {**(tags or {}), **{f"metric.{k}": str(float(v)) for k, v in (metrics or {}).items()}}.items():
-        client.set_model_version_tag(name, version, k, v)
+    version_tags = dict(tags or {})
+    version_tags.update({f"metric.{k}": str(float(v)) for k, v in (metrics or {}).items()})
+    for key, text in version_tags.items():
+        client.set_model_version_tag(name, version, key, text)
     client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s as @%s", name, version, CHALLENGER)
     return RegisteredVersion(name=name, version=version, model_uri=f"models:/{name}/{version}", run_id=run.info.run_id)
@@ -200,7 +202,7 @@ def promote(name: str, version: str, metric: str, *, higher_is_better: bool = Tr
     return decision
 
 
-def load_embedder(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+def load_embedder(model_uri: str) -> PyFuncModel:
     """``models:/NAME@champion`` (or any model URI) as a pyfunc."""
     return mlflow.pyfunc.load_model(model_uri)
 

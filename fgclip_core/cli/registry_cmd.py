@@ -9,7 +9,8 @@ import click
 
 
 def _read_metrics(paths: tuple[str, ...]) -> dict[str, float]:
-    """Merge ``metrics.json`` files written by ``fgclip eval`` as ``SUITE/KEY`` -> value."""
+    """Merge ``metrics.json`` files written by ``fgclip eval`` as ``SUITE/KEY`` -> value (``fgclip eval all``
+    already names each key ``BENCHMARK/KEY``)."""
     out: dict[str, float] = {}
     for p in paths:
         try:
@@ -17,7 +18,8 @@ def _read_metrics(paths: tuple[str, ...]) -> dict[str, float]:
             suite, metrics = data["suite"], data["metrics"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise click.ClickException(f"{p}: not an fgclip eval metrics.json ({e})") from e
-        out.update({f"{suite}/{k}": float(v) for k, v in metrics.items()})
+        prefix = "" if suite == "all" else f"{suite}/"
+        out.update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
     return out
 
 
