@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import tarfile
 from collections import Counter
@@ -314,7 +315,8 @@ class FineHARDLoader:
         for w in range(self.num_logical):  # fail now, not inside a worker
             owned_shards(len(self.urls), rank, world_size, w, self.num_logical)
         self._reset_epoch(epoch)
-        self._counters: dict[int, dict[str, Any]] = {}
+        self._counters: dict[int, dict[str, Any]] = {}   # per worker, the stream running now
+        self._counters_past: dict[str, Any] = _Counters().to_dict()   # streams that ended
 
     @staticmethod
     def _text_encoder(tokenizer: Tokenizer, choice: str) -> Tokenizer:
@@ -362,16 +364,21 @@ class FineHARDLoader:
         self._last_worker = state["last_worker"]
         self._batches_in_epoch = int(state["batches_in_epoch"])
 
-    @property
-    def counters(self) -> dict[str, Any]:
-        """Read-time counts summed over workers (as of the last batch each worker delivered)."""
+    @staticmethod
+    def _sum(parts: list[dict[str, Any]]) -> dict[str, Any]:
         total: dict[str, Any] = {"samples_ok": 0, "bad_samples": 0, "shard_errors": 0, "bad_by_reason": Counter()}
-        for c in self._counters.values():
+        for c in parts:
             for k in ("samples_ok", "bad_samples", "shard_errors"):
                 total[k] += c[k]
             total["bad_by_reason"].update(c["bad_by_reason"])
         total["bad_by_reason"] = dict(total["bad_by_reason"])
         return total
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        """Read-time counts since this loader was made, summed over workers and epochs (as of the
+        last batch or end marker each worker delivered)."""
+        return self._sum([self._counters_past, *self._counters.values()])
 
     # ---- epoch length (shuffle mode) -------------------------------------------------------------
     def batches_per_epoch(self) -> int | None:
@@ -397,6 +404,8 @@ class FineHARDLoader:
         ds = _Dataset(self, offset, list(self._positions), self.epoch)
         if self.cfg.num_workers == 0:
             return iter(ds)
+        # Forking after the Rust tokenizer ran in this process: keep it single-threaded in the workers.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         dl = DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self.cfg.pin_memory,
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False)
         return iter(dl)
@@ -410,6 +419,8 @@ class FineHARDLoader:
             return
         if cap is not None and self._batches_in_epoch >= cap:  # resumed exactly at an epoch's end
             self._reset_epoch(self.epoch + 1)
+        self._counters_past = self.counters   # new worker streams count from zero
+        self._counters = {}
         for batch, meta in self._batches():
             w = int(meta["worker"])
             self._positions[w] = (int(meta["position"][0]), int(meta["position"][1]))

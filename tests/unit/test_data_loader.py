@@ -209,6 +209,8 @@ def test_bad_samples_are_counted_and_skipped(tmp_path):
     c = loader.counters
     assert c["samples_ok"] == 2 and c["bad_samples"] == 3 and c["shard_errors"] == 1
     assert c["bad_by_reason"] == {"image_corrupt": 1, "sample_incomplete": 1, "record_malformed": 1}
+    list(loader)   # a second epoch adds to the counts
+    assert loader.counters["bad_samples"] == 6 and loader.counters["samples_ok"] == 4
 
 
 def test_too_few_samples_for_a_batch_yields_nothing_and_advances(shards):
