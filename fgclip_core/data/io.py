@@ -36,12 +36,12 @@ class RawItem:
     raw: Any                 # the parsed JSON value; for an unparseable line, the line's text
     source: str              # the annotation file
     index: int               # 0-based position of the record in its file
-    line: int | None = None  # 1-based line number (JSONL only)
+    line: int | None = None  # 1-based line the record starts on
     parse_error: str | None = None
 
     @property
     def where(self) -> str:
-        return f"{self.source}:{self.line}" if self.line is not None else f"{self.source}[{self.index}]"
+        return f"{self.source}:{self.line} (record {self.index})"
 
 
 def annotation_files(path: str) -> list[str]:
@@ -69,15 +69,9 @@ def _iter_file(path: str) -> Iterator[RawItem]:
     with fs.open(p, "rb") as fh:
         data = fh.read()
     text = data.decode("utf-8", errors="replace")
+    del data
     if text.lstrip()[:1] == "[":
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            # The whole array is unreadable: one quarantine entry names the file and the position.
-            yield RawItem(raw=text[:200], source=path, index=0, parse_error=f"file is not valid JSON: {e}")
-            return
-        for i, item in enumerate(items):
-            yield RawItem(raw=item, source=path, index=i)
+        yield from _iter_json_array(text, path)
         return
     index = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -88,6 +82,42 @@ def _iter_file(path: str) -> Iterator[RawItem]:
         except json.JSONDecodeError as e:
             yield RawItem(raw=line[:2000], source=path, index=index, line=lineno, parse_error=f"not JSON: {e}")
         index += 1
+
+
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _iter_json_array(text: str, path: str) -> Iterator[RawItem]:
+    """Decode a JSON array one element at a time (memory: the text plus one record, not the whole
+    list of objects), with the line each element starts on. A syntax error quarantines one entry at
+    that point; what came before is kept (the rest cannot be re-synchronised)."""
+    pos = _WS.match(text, 0).end() + 1   # type: ignore[union-attr]  # after "["
+    line = 1 + text.count("\n", 0, pos)
+    index = 0
+    while True:
+        start = _WS.match(text, pos).end()   # type: ignore[union-attr]
+        line += text.count("\n", pos, start)
+        if text.startswith("]", start) and index == 0:
+            return
+        try:
+            item, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as e:
+            yield RawItem(raw=text[start:start + 200], source=path, index=index, line=line,
+                          parse_error=f"not valid JSON from here on (the rest of the file is lost): {e}")
+            return
+        yield RawItem(raw=item, source=path, index=index, line=line)
+        index += 1
+        line += text.count("\n", start, end)
+        pos = _WS.match(text, end).end()   # type: ignore[union-attr]
+        line += text.count("\n", end, pos)
+        if text.startswith(",", pos):
+            pos += 1
+            continue
+        if not text.startswith("]", pos) or text[pos + 1:].strip():
+            yield RawItem(raw=text[pos:pos + 200], source=path, index=index, line=line,
+                          parse_error="expected ',' or the closing ']' of the array")
+        return
 
 
 def strip_prefix(f_path: str, prefixes: Iterable[str]) -> str:

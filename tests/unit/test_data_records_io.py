@@ -39,7 +39,7 @@ def test_official_json_layout(tmp_path):
     path = tmp_path / "2024-12-06_results.json"
     path.write_text(json.dumps(OFFICIAL))
     items = list(iter_raw(str(path)))
-    assert len(items) == 1 and items[0].index == 0 and items[0].line is None
+    assert len(items) == 1 and items[0].index == 0 and items[0].line == 1
     rec = record_from_raw(items[0].raw, ReadConfig())
     assert rec.f_path == "coyo_image_0/00000/000000001.jpg"        # official prefix stripped
     assert rec.id == "coyo_image_0_00000_000000001"                  # safe key derived from the path
@@ -114,3 +114,28 @@ def test_jsonl_round_trip(tmp_path):
     assert write_jsonl(recs, out) == 3
     assert list(read_jsonl(out)) == recs
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("_tmp.")]
+
+
+def test_official_array_is_read_element_by_element_with_lines(tmp_path):
+    recs = [make_record(f"r{i}", f"r{i}.jpg") for i in range(3)]
+    path = tmp_path / "pretty.json"
+    path.write_text(json.dumps(recs, indent=2))
+    items = list(iter_raw(str(path)))
+    assert [record_from_raw(i.raw).id for i in items] == ["r0", "r1", "r2"]
+    text = path.read_text().splitlines()
+    assert all(text[i.line - 1].strip() == "{" for i in items) and items[0].line == 2
+    (tmp_path / "empty.json").write_text(" [ ] ")
+    assert list(iter_raw(str(tmp_path / "empty.json"))) == []
+
+
+def test_broken_array_keeps_records_before_the_error(tmp_path):
+    good = json.dumps(make_record("a", "a.jpg"))
+    other = json.dumps(make_record("b", "b.jpg"))
+    path = tmp_path / "broken.json"
+    path.write_text("[" + good + ",\n" + other + ',\n{"f_path": oops}]')
+    items = list(iter_raw(str(path)))
+    assert [i.parse_error is None for i in items] == [True, True, False]
+    assert items[2].line == 3 and "not valid JSON" in items[2].parse_error
+    path.write_text(f"[{good}] trailing")
+    items = list(iter_raw(str(path)))
+    assert items[0].parse_error is None and "closing" in items[1].parse_error
