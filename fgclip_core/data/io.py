@@ -68,19 +68,32 @@ def _iter_file(path: str) -> Iterator[RawItem]:
     fs, p = storage.filesystem(path)
     with fs.open(p, "rb") as fh:
         data = fh.read()
-    text = data.decode("utf-8", errors="replace")
-    del data
-    if text.lstrip()[:1] == "[":
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if data.lstrip()[:1] == b"[":
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield RawItem(raw=data[max(0, e.start - 100):e.start + 100].decode("utf-8", "replace"), source=path,
+                          index=0, line=1 + data.count(b"\n", 0, e.start),
+                          parse_error=f"file is not UTF-8 at byte {e.start}: {e.reason}")
+            return
+        del data
         yield from _iter_json_array(text, path)
         return
     index = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    # Split on "\n" only: JSON strings may hold U+2028 and other characters str.splitlines() breaks on.
+    for lineno, raw_line in enumerate(data.split(b"\n"), start=1):
+        if not raw_line.strip():
             continue
         try:
-            yield RawItem(raw=json.loads(line), source=path, index=index, line=lineno)
+            yield RawItem(raw=json.loads(raw_line.decode("utf-8")), source=path, index=index, line=lineno)
+        except UnicodeDecodeError as e:
+            yield RawItem(raw=raw_line[:2000].decode("utf-8", "replace"), source=path, index=index, line=lineno,
+                          parse_error=f"line is not UTF-8 at byte {e.start}: {e.reason}")
         except json.JSONDecodeError as e:
-            yield RawItem(raw=line[:2000], source=path, index=index, line=lineno, parse_error=f"not JSON: {e}")
+            yield RawItem(raw=raw_line[:2000].decode("utf-8"), source=path, index=index, line=lineno,
+                          parse_error=f"not JSON: {e}")
         index += 1
 
 

@@ -139,3 +139,15 @@ def test_broken_array_keeps_records_before_the_error(tmp_path):
     path.write_text(f"[{good}] trailing")
     items = list(iter_raw(str(path)))
     assert items[0].parse_error is None and "closing" in items[1].parse_error
+
+
+def test_jsonl_bytes_edge_cases(tmp_path):
+    rec = make_record("u", "u.jpg")
+    rec["caption"] = "line\u2028separator inside a caption"
+    path = tmp_path / "edge.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(rec, ensure_ascii=False).encode() + b"\n"
+                     + b'{"f_path": "\xff\xfe.jpg"}\n')
+    items = list(iter_raw(str(path)))
+    assert len(items) == 2
+    assert record_from_raw(items[0].raw).caption == rec["caption"]        # BOM skipped, U+2028 kept inside
+    assert items[1].line == 2 and "not UTF-8" in items[1].parse_error     # quarantined, not silently replaced
