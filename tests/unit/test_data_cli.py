@@ -75,3 +75,26 @@ def test_verify_cli(tmp_path):
     p.write_bytes(p.read_bytes()[:-1024])
     bad = CliRunner().invoke(cli, ["data", "verify", "--shards", str(out)])
     assert bad.exit_code != 0 and "shard-000001.tar" in bad.output
+
+
+def test_official_json_with_custom_prefix(tmp_path):
+    img = tmp_path / "images" / "coyo_image_0"
+    names = write_images(img, 2)
+    official = []
+    for n in names:
+        r = make_record("ignored", n)
+        del r["id"]   # the official layout has no ids
+        r["f_path"] = f"mirror/data/coyo_image_0/{n}"
+        for reg in r["bbox_info"]:
+            reg["bbox"] = [*reg["bbox"], 0.9]
+            reg["short_expr_negs"] = {str(i): t for i, t in enumerate(reg["short_expr_negs"])}
+        official.append(r)
+    ann = tmp_path / "official.json"
+    ann.write_text(json.dumps(official))
+    out = tmp_path / "v"
+    r = CliRunner().invoke(cli, ["data", "validate", "--annotations", str(ann), "--images", str(tmp_path / "images"),
+                                 "--out", str(out), "--strip-prefix", "mirror/data/"])
+    assert r.exit_code == 0, r.output
+    kept = [json.loads(line) for line in (out / "kept.jsonl").read_text().splitlines()]
+    assert [k["id"] for k in kept] == ["coyo_image_0_img000", "coyo_image_0_img001"]
+    assert kept[0]["bbox_info"][0]["score"] == 0.9 and len(kept[0]["bbox_info"][0]["bbox"]) == 4
