@@ -193,3 +193,19 @@ def test_parameters_are_read_only_inside_their_own_module_call(tiny_checkpoint_d
     assert torch.isfinite(total)
     for h in handles:
         h.remove()
+
+
+def test_bfloat16_model_runs_every_path(tiny_checkpoint_dir, pixels):
+    """DeepSpeed bf16 runs the model in bfloat16: every feature path works and stays close to fp32."""
+    ref = FGCLIPModel.from_pretrained(str(tiny_checkpoint_dir)).eval()
+    half = FGCLIPModel.from_pretrained(str(tiny_checkpoint_dir), dtype=torch.bfloat16).eval()
+    ids = torch.tensor([[49406, 320, 1125, 539, 320, 2368, 49407]])
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.75]]]).expand(3, 1, 4)
+    with torch.no_grad():
+        for fn in (lambda m: m.get_image_features(pixels),
+                   lambda m: m.get_text_features(ids, walk_short_pos=False),
+                   lambda m: m.get_image_box_roi_features_normalized(pixels, boxes)):
+            a, b = fn(ref), fn(half)
+            assert b.dtype == torch.bfloat16
+            cos = torch.nn.functional.cosine_similarity(a.flatten(1), b.float().flatten(1))
+            assert cos.min() > 0.99, cos
