@@ -20,10 +20,16 @@ RECIPES_DIR = Path(str(resources.files("fgclip_core.train") / "recipes"))
 DS_CONFIGS_DIR = Path(str(resources.files("fgclip_core.train") / "ds_configs"))
 
 
+# What one more text forward is worth, in padded tokens: short-mode texts are grouped by length to
+# minimise rows x max_len + this x groups (huge: always one forward). See train/step.length_buckets.
+DEFAULT_BUCKET_OVERHEAD = 2048
+
+
 class ModelSection(StrictModel):
     arch: str = "tiny"                      # fgclip_core/model/configs/<arch>.json when starting from scratch
     init: str | None = None                 # FG-CLIP or transformers CLIP checkpoint directory
     gradient_checkpointing: bool = False
+    text_bucket_overhead_tokens: int = Field(DEFAULT_BUCKET_OVERHEAD, ge=0)
 
 
 class DataSection(StrictModel):

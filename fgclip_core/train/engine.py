@@ -154,7 +154,8 @@ class Trainer:
         model = build_model(cfg)
         self.model_config = model.config
         self.eos_id = model.config.text_config.eos_token_id
-        self.module = FGCLIPTrainModule(model, cfg.stage, cfg.loss, self.eos_id)
+        self.module = FGCLIPTrainModule(model, cfg.stage, cfg.loss, self.eos_id,
+                                        bucket_overhead_tokens=cfg.model.text_bucket_overhead_tokens)
         groups = param_groups(self.module, cfg)
         for g in groups:
             g.pop("param_names")

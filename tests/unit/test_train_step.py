@@ -7,7 +7,13 @@ import torch
 
 from fgclip_core.losses import LossConfig
 from fgclip_core.model import FGCLIPModel, load_arch
-from fgclip_core.train.step import FGCLIPTrainModule, real_lengths, trim_ids
+from fgclip_core.train.step import (
+    FGCLIPTrainModule,
+    encode_short_texts,
+    length_buckets,
+    real_lengths,
+    trim_ids,
+)
 from fgclip_core.train.synthetic import SyntheticBatches, TextSpec
 
 torch.set_num_threads(1)
@@ -74,7 +80,30 @@ def test_fused_step_equals_naive_step_losses_and_gradients(model: FGCLIPModel, s
     assert s_fused.text_tokens < s_naive.text_tokens
 
 
-def test_fused_step_runs_one_vision_pass_and_one_short_text_forward(model: FGCLIPModel, monkeypatch) -> None:
+def test_length_buckets_trade_padding_against_forwards() -> None:
+    lengths = torch.tensor([3] * 100 + [20] * 2 + [4] * 50)
+    groups = length_buckets(lengths, overhead_tokens=200)  # merging 3 into 4 costs 100 < 200
+    assert [sorted(set(lengths[g].tolist())) for g in groups] == [[3, 4], [20]]
+    assert sorted(torch.cat(groups).tolist()) == list(range(152))
+    assert len(length_buckets(lengths, overhead_tokens=10**9)) == 1
+    assert len(length_buckets(lengths, overhead_tokens=99)) == 3  # below 100 keeping 3 apart pays
+    assert len(length_buckets(lengths, overhead_tokens=0)) == 3
+    assert length_buckets(torch.tensor([], dtype=torch.long), 5) == []
+
+
+def test_bucketed_short_texts_keep_row_order_and_values(model: FGCLIPModel) -> None:
+    b = _batches(model).batch(2)
+    eos = model.config.text_config.eos_token_id
+    ids = torch.cat([b.short_input_ids, b.box_input_ids[b.box_mask]])
+    with torch.no_grad():
+        one = encode_short_texts(model, ids, eos, overhead_tokens=10**9)
+        many = encode_short_texts(model, ids, eos, overhead_tokens=0)
+    torch.testing.assert_close(many, one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("overhead", "short_calls"), [(10**9, 1), (0, None)])
+def test_fused_step_runs_one_vision_pass_and_bucketed_short_text_forwards(model: FGCLIPModel, monkeypatch,
+                                                                          overhead: int, short_calls) -> None:
     calls = {"image": 0, "text": []}
     enc, txt = model.encode_image, model.get_text_features
 
@@ -88,9 +117,17 @@ def test_fused_step_runs_one_vision_pass_and_one_short_text_forward(model: FGCLI
 
     monkeypatch.setattr(model, "encode_image", spy_image)
     monkeypatch.setattr(model, "get_text_features", spy_text)
-    FGCLIPTrainModule(model, 2, LossConfig(), model.config.text_config.eos_token_id)(_batches(model).batch(0))
+    module = FGCLIPTrainModule(model, 2, LossConfig(), model.config.text_config.eos_token_id,
+                               bucket_overhead_tokens=overhead)
+    batch = _batches(model).batch(0)
+    module(batch)
     assert calls["image"] == 1
-    assert sorted(calls["text"]) == [False, True]
+    assert calls["text"].count(False) == 1
+    sel = batch.box_mask & batch.hardneg_mask[..., 0]
+    ids = torch.cat([batch.short_input_ids, batch.box_input_ids[batch.box_mask],
+                     batch.hardneg_input_ids[sel][batch.hardneg_mask[sel]]])
+    distinct = len(set(real_lengths(ids, model.config.text_config.eos_token_id).tolist()))
+    assert calls["text"].count(True) == (short_calls or distinct)
 
 
 def test_batch_without_boxes_or_negatives_gives_finite_zero_terms(model: FGCLIPModel) -> None:
