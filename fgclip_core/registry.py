@@ -139,11 +139,12 @@ def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[
         for k, v in (metrics or {}).items():
             mlflow.log_metric(_metric_key(k), float(v))
         info = mlflow.pyfunc.log_model(
-            name="fgclip", python_model=wrapper, artifacts={"checkpoint": str(ckpt)}, signature=signature,
+            name="fgclip", python_model=str(Path(__file__).with_name("registry_pyfunc.py")),
+            artifacts={"checkpoint": str(ckpt)}, signature=signature,
             input_example=example, pip_requirements=PIP_REQUIREMENTS, registered_model_name=name)
     version = _version_of(client, name, info.model_uri, run.info.run_id)
     version_tags = dict(tags or {})
-    version_tags.update({f"metric.{k}": str(float(v)) for k, v in (metrics or {}).items()})
+    version_tags.update({f"metric.{_metric_key(k)}": str(float(v)) for k, v in (metrics or {}).items()})
     for key, text in version_tags.items():
         client.set_model_version_tag(name, version, key, text)
     client.set_registered_model_alias(name, CHALLENGER, version)
@@ -152,7 +153,7 @@ def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[
 
 
 def _metric_key(k: str) -> str:
-    # MLflow metric names allow alphanumerics, _ - . / and spaces; '@' (as in R@1) is not allowed.
+    # MLflow metric and tag names allow alphanumerics, _ - . / : and spaces; '@' (as in R@1) is not allowed.
     return k.replace("@", "_at_")
 
 
@@ -165,7 +166,7 @@ def _version_of(client: MlflowClient, name: str, model_uri: str, run_id: str) ->
 
 
 def _version_metric(client: MlflowClient, name: str, version: str, metric: str) -> float | None:
-    raw = client.get_model_version(name, version).tags.get(f"metric.{metric}")
+    raw = client.get_model_version(name, version).tags.get(f"metric.{_metric_key(metric)}")
     return None if raw is None else float(raw)
 
 
@@ -178,7 +179,8 @@ def promote(name: str, version: str, metric: str, *, higher_is_better: bool = Tr
     client = MlflowClient()
     value = _version_metric(client, name, version, metric)
     if value is None or math.isnan(value):
-        raise ValueError(f"{name} version {version} has no tag metric.{metric}: register it with that metric")
+        raise ValueError(f"{name} version {version} has no tag metric.{_metric_key(metric)}: "
+                         "register it with that metric")
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:

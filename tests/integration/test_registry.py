@@ -69,3 +69,11 @@ def test_promote_requires_the_metric(tiny_checkpoint_dir, tracking_uri):
 def test_register_rejects_a_non_checkpoint(tmp_path, tracking_uri):
     with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         register_checkpoint(tmp_path, "x", tracking_uri=tracking_uri)
+
+
+def test_metric_names_with_at_sign_are_stored_and_compared(tiny_checkpoint_dir, tracking_uri):
+    # fgclip eval names recall metrics i2t_R@1; MLflow forbids '@' in metric and tag names.
+    v = register_checkpoint(tiny_checkpoint_dir, "fgclip-at", metrics={"coco/i2t_R@1": 50.0},
+                            tracking_uri=tracking_uri)
+    d = promote("fgclip-at", v.version, "coco/i2t_R@1", tracking_uri=tracking_uri)
+    assert d.promoted and d.challenger_value == 50.0
