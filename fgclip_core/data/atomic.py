@@ -25,12 +25,20 @@ def temp_name(path: str) -> str:
     return f"{head}/{name}" if head else name
 
 
+def resolve(url: str, fs: Any = None) -> tuple[Any, str]:
+    """``(fs, path)`` for ``url``, reusing ``fs`` when given (one client per run: creating an s3fs
+    client costs a round of requests)."""
+    if fs is None:
+        return storage.filesystem(url)
+    return fs, fs._strip_protocol(url)
+
+
 @contextlib.contextmanager
-def atomic_open(url: str, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_open(url: str, mode: str = "wb", fs: Any = None, **kwargs: Any) -> Iterator[IO[Any]]:
     """Open ``url`` for writing; the content appears under ``url`` only if the block succeeds."""
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes only, got mode {mode!r}")
-    fs, path = storage.filesystem(url)
+    fs, path = resolve(url, fs)
     parent = path.rpartition("/")[0]
     if parent and not storage.is_remote(url):  # object stores have no folders (and buckets are not ours to create)
         fs.makedirs(parent, exist_ok=True)
@@ -51,9 +59,9 @@ def atomic_open(url: str, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
         raise
 
 
-def remove_stale_temps(url: str) -> int:
+def remove_stale_temps(url: str, fs: Any = None) -> int:
     """Delete leftovers of killed writers directly inside folder ``url``; returns how many."""
-    fs, path = storage.filesystem(url)
+    fs, path = resolve(url, fs)
     if not fs.exists(path):
         return 0
     stale = [p for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith(TMP_PREFIX)]

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fgclip_core import storage
+from fgclip_core.data.atomic import resolve
 from fgclip_core.data.batch import TrainBatch
 from fgclip_core.data.config import LoaderConfig, ReadConfig, ValidationConfig
 from fgclip_core.data.errors import RecordError
@@ -116,10 +117,10 @@ class _BadSample(Exception):
         self.detail = detail
 
 
-def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(url: str, fs: Any = None) -> Iterator[dict[str, Any]]:
     """Group consecutive tar members by key (WebDataset rules: key = name up to the first dot of the
     basename). Yields ``{"__key__": key, "__url__": url, ext: bytes, ...}``; raises on a bad tar."""
-    fs, path = storage.filesystem(url)
+    fs, path = resolve(url, fs)
     with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
         current: dict[str, Any] | None = None
         for member in tar:
@@ -159,6 +160,7 @@ class _WorkerStream:
         self.counters = _Counters()
         self.logged = 0
         self.failed_in_a_row = 0
+        self.fs: Any = None   # made in the worker process that reads (s3fs clients are not fork-safe)
         self.validation = ValidationConfig()
         self.read_cfg = ReadConfig(strip_prefixes=[])
 
@@ -183,8 +185,10 @@ class _WorkerStream:
         for i in shards:
             url = self.loader.urls[i]
             got = 0
+            if self.fs is None:
+                self.fs = storage.filesystem(url)[0]
             try:
-                for sample in iter_tar_samples(url):
+                for sample in iter_tar_samples(url, self.fs):
                     got += 1
                     yield sample
             except (tarfile.TarError, OSError, EOFError, ValueError) as e:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fgclip_core import storage
-from fgclip_core.data.atomic import atomic_open, remove_stale_temps
+from fgclip_core.data.atomic import atomic_open, remove_stale_temps, resolve
 from fgclip_core.data.config import DataConfig
 from fgclip_core.data.io import dumps_record, iter_raw
 from fgclip_core.data.shards import (
@@ -48,16 +48,16 @@ class BuildResult:
     removed_shards: list[str]
 
 
-def ensure_writable(url: str) -> None:
+def ensure_writable(url: str, fs: Any = None) -> None:
     """Fail early, before hours of work, when ``url`` cannot take files."""
     probe = storage.join(url, "_tmp.write-probe")
     try:
+        fs, path = resolve(url, fs)
         if not storage.is_remote(url):
-            fs, path = storage.filesystem(url)
             fs.makedirs(path, exist_ok=True)
-        with atomic_open(probe, "w") as fh:
+        with atomic_open(probe, "w", fs=fs) as fh:
             fh.write("ok")
-        storage.filesystem(probe)[0].rm(storage.filesystem(probe)[1])
+        fs.rm(resolve(probe, fs)[1])
     except Exception as e:  # any failure here means the same thing to the caller
         raise DestinationError(f"{url}: destination cannot be written: {type(e).__name__}: {e}") from e
 
@@ -71,11 +71,12 @@ def validate_annotations(annotations: str, images_root: str | None, out_dir: str
                          on_outcome: Callable[[Outcome], None] | None = None) -> ValidationSummary:
     """Write ``out_dir/kept.jsonl``, ``quarantine.jsonl`` and ``summary.json``."""
     cfg = cfg or DataConfig()
-    ensure_writable(out_dir)
+    fs = storage.filesystem(out_dir)[0]
+    ensure_writable(out_dir, fs)
     validator = Validator(images_root, cfg.read, cfg.validation)
     summary = ValidationSummary()
-    with atomic_open(storage.join(out_dir, KEPT_NAME), "w") as kept_fh, \
-            atomic_open(storage.join(out_dir, QUARANTINE_NAME), "w") as q_fh:
+    with atomic_open(storage.join(out_dir, KEPT_NAME), "w", fs=fs) as kept_fh, \
+            atomic_open(storage.join(out_dir, QUARANTINE_NAME), "w", fs=fs) as q_fh:
         for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
@@ -84,12 +85,12 @@ def validate_annotations(annotations: str, images_root: str | None, out_dir: str
                 q_fh.write(_quarantine_line(outcome))
             if on_outcome:
                 on_outcome(outcome)
-    _write_summary(out_dir, summary.to_dict())
+    _write_summary(out_dir, summary.to_dict(), fs)
     return summary
 
 
-def _write_summary(out_dir: str, data: dict[str, Any]) -> None:
-    with atomic_open(storage.join(out_dir, SUMMARY_NAME), "w") as fh:
+def _write_summary(out_dir: str, data: dict[str, Any], fs: Any) -> None:
+    with atomic_open(storage.join(out_dir, SUMMARY_NAME), "w", fs=fs) as fh:
         fh.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
@@ -100,15 +101,16 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
     manifest (last). Raises ``DestinationError`` or ``NothingUsableError`` (after writing the
     quarantine, so the reasons can be read)."""
     cfg = cfg or DataConfig()
-    ensure_writable(out_url)
-    stale = remove_stale_temps(out_url)
+    fs = storage.filesystem(out_url)[0]
+    ensure_writable(out_url, fs)
+    stale = remove_stale_temps(out_url, fs)
     if stale:
         log.warning("%s: removed %d temporary file(s) left by an interrupted run", out_url, stale)
     validator = Validator(images_root, cfg.read, cfg.validation, want_image_bytes=True,
                           jpeg_quality=cfg.shards.jpeg_quality)
     summary = ValidationSummary()
-    with atomic_open(storage.join(out_url, QUARANTINE_NAME), "w") as q_fh, \
-            ShardWriter(out_url, cfg.shards.samples_per_shard, on_shard=on_shard) as writer:
+    with atomic_open(storage.join(out_url, QUARANTINE_NAME), "w", fs=fs) as q_fh, \
+            ShardWriter(out_url, cfg.shards.samples_per_shard, on_shard=on_shard, fs=fs) as writer:
         for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
@@ -123,8 +125,8 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
         raise NothingUsableError(
             f"{annotations}: no usable record out of {summary.total} "
             f"(quarantined by reason: {dict(summary.by_reason) or 'none'}); see {storage.join(out_url, QUARANTINE_NAME)}")
-    manifest = write_manifest(out_url, writer.shards, cfg.shards.samples_per_shard, summary.to_dict())
-    removed = remove_unlisted_shards(out_url, manifest)
+    manifest = write_manifest(out_url, writer.shards, cfg.shards.samples_per_shard, summary.to_dict(), fs=fs)
+    removed = remove_unlisted_shards(out_url, manifest, fs)
     if removed:
         log.info("%s: removed %d shard(s) of an earlier run not in the new manifest", out_url, len(removed))
     return BuildResult(summary, manifest, removed)

@@ -22,7 +22,7 @@ from typing import IO, Any
 from pydantic import BaseModel, Field
 
 from fgclip_core import storage
-from fgclip_core.data.atomic import atomic_open
+from fgclip_core.data.atomic import atomic_open, resolve
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fgclip-webdataset"
@@ -94,12 +94,13 @@ class ShardWriter:
     """Writes samples into consecutive shards of ``samples_per_shard`` under ``out_url``."""
 
     def __init__(self, out_url: str, samples_per_shard: int,
-                 on_shard: Callable[[ShardInfo], None] | None = None) -> None:
+                 on_shard: Callable[[ShardInfo], None] | None = None, fs: Any = None) -> None:
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.out_url = out_url.rstrip("/")
         self.samples_per_shard = samples_per_shard
         self.on_shard = on_shard
+        self.fs = fs
         self.shards: list[ShardInfo] = []
         self._ctx: Any = None
         self._hasher: _HashingWriter | None = None
@@ -108,7 +109,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = shard_name(len(self.shards))
-        self._ctx = atomic_open(storage.join(self.out_url, name), "wb")
+        self._ctx = atomic_open(storage.join(self.out_url, name), "wb", fs=self.fs)
         fh = self._ctx.__enter__()
         self._hasher = _HashingWriter(fh)
         self._tar = tarfile.open(fileobj=self._hasher, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]  # noqa: SIM115
@@ -158,20 +159,20 @@ class ShardWriter:
 
 
 def write_manifest(out_url: str, shards: list[ShardInfo], samples_per_shard: int,
-                   summary: dict[str, Any] | None = None) -> Manifest:
+                   summary: dict[str, Any] | None = None, fs: Any = None) -> Manifest:
     m = Manifest(samples_per_shard=samples_per_shard, num_shards=len(shards),
                  total_samples=sum(s.count for s in shards), total_bytes=sum(s.bytes for s in shards),
                  shards=shards, summary=summary or {})
     m.manifest_sha256 = m.body_hash()
-    with atomic_open(storage.join(out_url, MANIFEST_NAME), "w") as fh:
+    with atomic_open(storage.join(out_url, MANIFEST_NAME), "w", fs=fs) as fh:
         fh.write(json.dumps(m.model_dump(), indent=1, sort_keys=True) + "\n")
     return m
 
 
-def read_manifest(url: str) -> Manifest:
+def read_manifest(url: str, fs: Any = None) -> Manifest:
     """Load and check ``url/manifest.json`` (the hash must match its content)."""
     murl = storage.join(url, MANIFEST_NAME)
-    fs, path = storage.filesystem(murl)
+    fs, path = resolve(murl, fs)
     try:
         with fs.open(path, "r") as fh:
             data = json.load(fh)
@@ -195,13 +196,14 @@ def shard_urls(url: str, manifest: Manifest | None = None) -> list[str]:
     return [storage.join(url, s.name) for s in m.shards]
 
 
-def verify_shards(url: str, manifest: Manifest | None = None) -> list[str]:
+def verify_shards(url: str, manifest: Manifest | None = None, fs: Any = None) -> list[str]:
     """Re-hash every listed shard; returns a list of problems (empty when all match)."""
-    m = manifest or read_manifest(url)
+    fs = fs if fs is not None else storage.filesystem(url)[0]
+    m = manifest or read_manifest(url, fs)
     problems = []
     for s in m.shards:
         surl = storage.join(url, s.name)
-        fs, path = storage.filesystem(surl)
+        fs, path = resolve(surl, fs)
         try:
             sha, size = hashlib.sha256(), 0
             with fs.open(path, "rb") as fh:
@@ -217,9 +219,9 @@ def verify_shards(url: str, manifest: Manifest | None = None) -> list[str]:
     return problems
 
 
-def remove_unlisted_shards(url: str, manifest: Manifest) -> list[str]:
+def remove_unlisted_shards(url: str, manifest: Manifest, fs: Any = None) -> list[str]:
     """Delete ``shard-*.tar`` files of an earlier, larger run that the manifest does not list."""
-    fs, path = storage.filesystem(url)
+    fs, path = resolve(url, fs)
     listed = {s.name for s in manifest.shards}
     removed = []
     for p in fs.ls(path, detail=False):

@@ -230,7 +230,7 @@ def test_resume_rereads_at_most_one_block(shards, monkeypatch):
     _take(first, 12)
     opened = []
     real = loader_mod.iter_tar_samples
-    monkeypatch.setattr(loader_mod, "iter_tar_samples", lambda u: (opened.append(u), real(u))[1])
+    monkeypatch.setattr(loader_mod, "iter_tar_samples", lambda u, fs=None: (opened.append(u), real(u, fs))[1])
     resumed = FineHARDLoader(url, TOK, PROC, cfg)
     resumed.load_state_dict(first.state_dict())
     nxt = _take(resumed, 1)
