@@ -12,7 +12,7 @@ def model() -> None:
 
 @model.command(name="init")
 @click.option("--arch", required=True, help="Architecture name (fgclip_core/model/configs/<name>.json).")
-@click.option("--output", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
+@click.option("--output", required=True, help="Checkpoint directory (or s3:// URL) to write.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random initialisation.")
 def init(arch: str, output: str, seed: int) -> None:
     """Write a randomly initialised FG-CLIP checkpoint with tokenizer and image processor."""
@@ -28,8 +28,9 @@ def init(arch: str, output: str, seed: int) -> None:
 
 
 @model.command(name="convert")
-@click.option("--from", "source", required=True, help="transformers CLIP (or FG-CLIP) checkpoint directory.")
-@click.option("--output", required=True, type=click.Path(file_okay=False), help="FG-CLIP directory to write.")
+@click.option("--from", "source", required=True,
+              help="transformers CLIP (or FG-CLIP) checkpoint directory or s3:// URL.")
+@click.option("--output", required=True, help="FG-CLIP directory (or s3:// URL) to write.")
 def convert(source: str, output: str) -> None:
     """Turn a transformers CLIP checkpoint into an FG-CLIP one (248 positions, copied heads)."""
     from fgclip_core.model.build import convert_checkpoint

@@ -49,3 +49,23 @@ def test_rewritten_s3_checkpoint_is_fetched_again(moto_s3, tmp_path: Path, monke
     assert torch.equal(FGCLIPModel.from_pretrained(url).visual_projection.weight, first.visual_projection.weight)
     second.save_pretrained(url)
     assert torch.equal(FGCLIPModel.from_pretrained(url).visual_projection.weight, second.visual_projection.weight)
+
+
+def test_cli_init_and_convert_write_to_s3(moto_s3, hf_clip_tiny_dir: Path, tmp_path: Path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fgclip_core.cli import cli
+
+    monkeypatch.setenv("FGCLIP_HOME", str(tmp_path / "home"))
+    init_url, conv_url = moto_s3.new_prefix("init"), moto_s3.new_prefix("convert")
+    res = CliRunner().invoke(cli, ["model", "init", "--arch", "tiny", "--output", init_url, "--seed", "4"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["model", "convert", "--from", str(hf_clip_tiny_dir), "--output", conv_url])
+    assert res.exit_code == 0, res.output
+    for url in (init_url, conv_url):
+        model = FGCLIPModel.from_pretrained(url)
+        assert load_tokenizer(url).encode(["a photo of a cat"], "short")[0, 1].item() == 320
+        assert ImageProcessor.from_pretrained(url).size == model.config.vision_config.image_size
+    converted = FGCLIPModel.from_pretrained(conv_url).state_dict()
+    direct = FGCLIPModel.from_pretrained(str(hf_clip_tiny_dir)).state_dict()
+    assert all(torch.equal(converted[k], v) for k, v in direct.items())
