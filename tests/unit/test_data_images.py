@@ -80,13 +80,19 @@ def test_corrupted_jpeg_headers_are_image_corrupt(marker):
 
 
 def test_bomb_guard_checks_header_before_decoding(monkeypatch):
+    from PIL import ImageFile
+
     data = image_bytes(200, 100, fmt="PNG")
     loaded = []
-    monkeypatch.setattr(Image.Image, "load", lambda self: loaded.append(1))
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (loaded.append(1), real_load(self))[1])
+    decode_image(data, max_pixels=20_000, min_side=1)
+    assert loaded                    # the spy sees pixel decoding when the size is allowed
+    loaded.clear()
     with pytest.raises(RecordError) as e:
         decode_image(data, max_pixels=19_999, min_side=1)
     assert e.value.reason == Reason.IMAGE_TOO_LARGE and "20000" in e.value.detail
-    assert loaded == []   # rejected from the header alone
+    assert loaded == []              # rejected from the header alone
 
 
 def test_too_small():
