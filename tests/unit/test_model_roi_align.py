@@ -120,3 +120,13 @@ def test_rejects_bad_shapes_and_batch_indices():
     with pytest.raises(ValueError, match=r"\[R, 5\]"):
         roi_align(feat, torch.zeros(3, 4), 1)
     assert roi_align(feat, torch.zeros(0, 5), 1).shape == (0, 3, 1, 1)
+
+
+def test_padding_boxes_give_zero_features_and_finite_gradients():
+    """The loader pads boxes with zeros; they must not produce NaN/inf anywhere."""
+    feat = torch.randn(2, 3, 4, 4, requires_grad=True)
+    boxes = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 3.0, 2.0]], [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
+    out = roi_align_batched(feat, boxes, 1)[..., 0, 0]
+    assert torch.equal(out[1], torch.zeros(2, 3)) and torch.equal(out[0, 0], torch.zeros(3))
+    out.sum().backward()
+    assert torch.isfinite(feat.grad).all() and feat.grad[1].abs().sum() == 0
