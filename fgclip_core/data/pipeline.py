@@ -101,6 +101,8 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
     manifest (last). Raises ``DestinationError`` or ``NothingUsableError`` (after writing the
     quarantine, so the reasons can be read)."""
     cfg = cfg or DataConfig()
+    if not cfg.validation.check_images:
+        raise ValueError("building shards reads every image: validation.check_images must be true")
     fs = storage.filesystem(out_url)[0]
     ensure_writable(out_url, fs)
     stale = remove_stale_temps(out_url, fs)
@@ -114,8 +116,7 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
         for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
-                if outcome.image_bytes is None:
-                    raise ValueError("building shards needs images: set validation.check_images true")
+                assert outcome.image_bytes is not None   # check_images is on (checked above)
                 writer.add(outcome.record.id, outcome.image_bytes, outcome.record.to_dict())
             else:
                 q_fh.write(_quarantine_line(outcome))
