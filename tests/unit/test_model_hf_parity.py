@@ -71,3 +71,22 @@ def test_long_text_equals_clip_with_the_248_table(pair, hf_clip_tiny_dir):
         want = as_tensor(hf_long.get_text_features(input_ids=ids))
         got = ours.get_text_features(ids, walk_short_pos=False)
     assert max_diff(got, want) <= TOL
+
+
+def test_legacy_clip_config_with_eos_id_2(tmp_path, hf_clip_tiny_dir):
+    """openai/clip-vit-base-patch16's config says eos_token_id=2 (HF then pools at argmax(input_ids),
+    the first 49407); the import maps it to the real EOS id and pools at the same token."""
+    import json
+
+    saved = json.loads((hf_clip_tiny_dir / "config.json").read_text())
+    text = {**saved["text_config"], "eos_token_id": 2, "bos_token_id": 0, "pad_token_id": 1}
+    legacy = CLIPConfig(text_config=text, vision_config=saved["vision_config"], projection_dim=saved["projection_dim"])
+    hf = CLIPModel.from_pretrained(str(hf_clip_tiny_dir), config=legacy).eval()
+    assert hf.config.text_config.eos_token_id == 2
+    hf.save_pretrained(str(tmp_path))
+    ours = FGCLIPModel.from_pretrained(str(tmp_path)).eval()
+    assert ours.config.text_config.eos_token_id == 49407
+    ids = load_tokenizer(hf_clip_tiny_dir).encode(["a photo of a cat", "two dogs on a beach"], mode="short")
+    with torch.no_grad():
+        diff = max_diff(ours.get_text_features(ids), as_tensor(hf.get_text_features(input_ids=ids)))
+    assert diff <= TOL
