@@ -293,7 +293,8 @@ class Trainer:
             source.load_state_dict(data_state)
         batches: Iterator[TrainBatch] = iter(source)
         bar = self._progress_bar(self.engine.global_steps)
-        nonfinite_in_row, last_saved, last_loss = 0, None, None
+        nonfinite_in_row, last_loss = 0, None
+        last_saved = resumed_from  # resuming a finished run must not rewrite its last checkpoint
         window = _Window()
         status = "FAILED"
         try:
