@@ -24,6 +24,7 @@ from fgclip_core.train import checkpoint as ckpt
 from fgclip_core.train.config import TrainConfig
 from fgclip_core.train.ds_config import build_ds_config, resolve_precision
 from fgclip_core.train.launch import DistInfo, barrier, init_distributed
+from fgclip_core.train.pipes import PipesReporter
 from fgclip_core.train.step import FGCLIPTrainModule
 from fgclip_core.train.tracking import NullTracker, Tracker, git_commit
 
@@ -288,6 +289,7 @@ class Trainer:
                     raise RuntimeError(f"{tag}: DeepSpeed step {self.engine.global_steps} != trainer step {state['step']}")
 
         tracker = self._tracker()
+        pipes = PipesReporter.open(rank)
         source = self._make_batches()
         if data_state is not None:
             source.load_state_dict(data_state)
@@ -341,6 +343,7 @@ class Trainer:
                 window = _Window()
                 if cfg.save_every and step % cfg.save_every == 0:
                     last_saved = self._save(step, position, counters, source.state_dict())
+                    pipes.log(f"step {step}/{cfg.max_steps}: loss {metrics['loss']:.4f}, checkpoint {last_saved}")
             if last_saved != ckpt.tag_for(self.engine.global_steps):
                 last_saved = self._save(self.engine.global_steps, position, counters, source.state_dict())
             export = self._export() if cfg.export else None
@@ -351,8 +354,10 @@ class Trainer:
             if bar is not None:
                 bar.close()
             tracker.end(status)
+            if status != "FINISHED":
+                pipes.close()
         seconds = time.perf_counter() - start
-        return TrainSummary(
+        summary = TrainSummary(
             steps=self.engine.global_steps, micro_batches=position, samples=counters["samples"],
             skipped_nonfinite=counters["skipped_nonfinite"], final_loss=last_loss, seconds=seconds,
             samples_per_s=counters["samples"] / seconds if seconds else 0.0, resumed_from=resumed_from,
@@ -360,6 +365,9 @@ class Trainer:
             export_dir=str(export) if export else None,
             tracking_uri=tracker.uri if cfg.tracking.enabled and rank == 0 else None, run_id=tracker.run_id,
             tracking_failures=list(tracker.failures))
+        pipes.report_materialization(asdict(summary))
+        pipes.close()
+        return summary
 
     # -- helpers --------------------------------------------------------------------------------
     def _all_finite(self, loss: torch.Tensor) -> bool:
