@@ -4,8 +4,9 @@ Splitting: logical worker ``w`` of rank ``r`` (of ``R`` ranks and ``W`` workers)
 ``i`` with ``i % (R*W) == r*W + w``; fewer shards than ``R*W`` is an error (a worker would starve).
 ``mode="shuffle"`` walks the owned shards once per epoch in a seeded order; ``mode="resample"``
 draws owned shards with replacement, endlessly. Samples pass a seeded shuffle buffer, are decoded
-(``images.decode_image``), processed (``ImageProcessor.preprocess_one``), and collated into
-batches inside the worker; texts are tokenised once per batch (``FGCLIPTokenizer.encode``, behind the
+(``images.decode_image``), resized to uint8 and collated into batches inside the worker, where the
+whole batch is normalised at once (``data.pixels``, bit-identical to ``ImageProcessor.preprocess_one``,
+which is used per image for any other processor); texts are tokenised once per batch (``FGCLIPTokenizer.encode``, behind the
 exact word cache of ``data.tokens`` when the tokenizer is CLIP's).
 
 Determinism: every random choice comes from RNGs seeded by (seed, epoch, rank, logical worker)
@@ -44,6 +45,7 @@ from fgclip_core.data.config import LoaderConfig, ReadConfig, ValidationConfig
 from fgclip_core.data.errors import RecordError
 from fgclip_core.data.images import decode_image
 from fgclip_core.data.io import record_from_raw
+from fgclip_core.data.pixels import BatchNormalizer, BatchNormalizerUnavailable
 from fgclip_core.data.records import FineHARDRecord
 from fgclip_core.data.shards import Manifest, read_manifest
 from fgclip_core.data.tokens import FastEncoder, FastEncoderUnavailable
@@ -93,7 +95,7 @@ def owned_shards(num_shards: int, rank: int, world_size: int, worker: int, num_w
 @dataclass
 class _Sample:
     key: str
-    pixel_values: torch.Tensor
+    pixels: Any   # [S, S, 3] uint8 array (normalised per batch in collate), or [3, S, S] float32 from the processor
     record: FineHARDRecord
     region_texts: list[str]
 
@@ -251,9 +253,10 @@ class _WorkerStream:
                                    draft_size=size if self.cfg.decode_draft else None)
         except RecordError as e:
             raise _BadSample(e.reason.value, e.detail) from e
-        pixel_values = self.loader.processor.preprocess_one(decoded.image)
+        norm = self.loader.normalizer
+        pixels = norm.to_uint8(decoded.image) if norm is not None else self.loader.processor.preprocess_one(decoded.image)
         rng = random.Random(self._seed("sample", block, position))
-        return _Sample(raw["__key__"], pixel_values, record, self._region_texts(record, rng))
+        return _Sample(raw["__key__"], pixels, record, self._region_texts(record, rng))
 
     def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
         B = self.cfg.batch_size
@@ -312,6 +315,7 @@ class FineHARDLoader:
         self.cfg = config or LoaderConfig()
         self.tokenizer = self._text_encoder(tokenizer, self.cfg.fast_tokenizer)
         self.processor = image_processor
+        self.normalizer = self._batch_normalizer(image_processor)
         self.rank, self.world_size = rank, world_size
         self.manifest = manifest or read_manifest(source)
         self.urls = [storage.join(source, s.name) for s in self.manifest.shards]
@@ -333,6 +337,14 @@ class FineHARDLoader:
                 raise
             log.info("loader: tokenising with %s directly (%s)", type(tokenizer).__name__, e)
             return tokenizer
+
+    @staticmethod
+    def _batch_normalizer(processor: Processor) -> BatchNormalizer | None:
+        try:
+            return BatchNormalizer.for_processor(processor)
+        except BatchNormalizerUnavailable as e:
+            log.info("loader: normalising images one by one with %s (%s)", type(processor).__name__, e)
+            return None
 
     # ---- state ---------------------------------------------------------------------------------
     def _reset_epoch(self, epoch: int) -> None:
@@ -446,6 +458,11 @@ class FineHARDLoader:
                              f"[{len(texts)}, {length}] (LoaderConfig.{mode}_length)")
         return ids
 
+    def _pixel_values(self, samples: list[_Sample]) -> torch.Tensor:
+        if self.normalizer is not None:
+            return self.normalizer([s.pixels for s in samples])
+        return torch.stack([s.pixels for s in samples])
+
     def collate(self, samples: list[_Sample]) -> TrainBatch:
         cfg = self.cfg
         B, K, N, S = len(samples), cfg.max_boxes, cfg.num_negatives, cfg.short_length
@@ -482,7 +499,7 @@ class FineHARDLoader:
             hard_ids[ib, ik, ij] = enc
             hard_mask[ib, ik, ij] = True
         return TrainBatch(
-            pixel_values=torch.stack([s.pixel_values for s in samples]),
+            pixel_values=self._pixel_values(samples),
             long_input_ids=long_ids, short_input_ids=short_ids, box_xyxy=box_xyxy, box_mask=box_mask,
             box_input_ids=box_ids, hardneg_input_ids=hard_ids, hardneg_mask=hard_mask,
             keys=[s.key for s in samples])

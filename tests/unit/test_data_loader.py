@@ -236,3 +236,21 @@ def test_resume_rereads_at_most_one_block(shards, monkeypatch):
     nxt = _take(resumed, 1)
     assert _same(nxt, full[12:])
     assert 1 <= len(opened) <= 3   # not the 12+ shards read before the cut
+
+
+def test_batch_normalisation_equals_per_image_processing(shards):
+    """The loader normalises whole batches (data.pixels); any other processor goes per image. Same tensors."""
+    url, _ = shards
+
+    class PerImage:   # not an ImageProcessor: the loader calls preprocess_one per image
+        size = PROC.size
+
+        def preprocess_one(self, image):
+            return PROC.preprocess_one(image)
+
+    fast = FineHARDLoader(url, TOK, PROC, _cfg(mode="shuffle"))
+    slow = FineHARDLoader(url, TOK, PerImage(), _cfg(mode="shuffle"))
+    assert fast.normalizer is not None and slow.normalizer is None
+    a, b = list(fast), list(slow)
+    assert a and _same(a, b)
+    assert all(x.pixel_values.is_contiguous() and x.pixel_values.dtype == torch.float32 for x in a)
