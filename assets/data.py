@@ -1,0 +1,59 @@
+"""Validated records (kept / quarantined with reasons) and the WebDataset training shards."""
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.annotation import annotated_records
+from orchestration.resources import ANNOTATED, RAW, SHARDS, VALIDATED, WorkspaceResource
+
+
+def _images(workspace: WorkspaceResource) -> str:
+    return workspace.url(RAW, "images")
+
+
+@asset(group_name="data", deps=[annotated_records], kinds={"python"},
+       description="Every annotated record checked (boxes, negatives, image decode): kept.jsonl + "
+                   "quarantine.jsonl with a reason per record.")
+def validated_records(context: AssetExecutionContext, workspace: WorkspaceResource) -> MaterializeResult:
+    from fgclip_core.data.pipeline import validate_annotations
+
+    out = workspace.url(VALIDATED)
+    summary = validate_annotations(workspace.url(ANNOTATED, "records"), _images(workspace), out)
+    ratio = summary.quarantined / summary.total if summary.total else 1.0
+    context.log.info("validated %d records: %d kept, %d quarantined", summary.total, summary.kept,
+                     summary.quarantined)
+    return MaterializeResult(metadata={
+        "total": summary.total,
+        "kept": summary.kept,
+        "quarantined": summary.quarantined,
+        "quarantine_ratio": ratio,
+        "quarantined_by_reason": dict(sorted(summary.by_reason.items())),
+        "path": MetadataValue.path(out),
+    })
+
+
+class ShardsConfig(Config):
+    samples_per_shard: int = Field(default=4, ge=1)
+
+
+@asset(group_name="data", deps=[validated_records], kinds={"python"},
+       description="The kept records packed into WebDataset shards with a hashed manifest (written last).")
+def training_shards(context: AssetExecutionContext, config: ShardsConfig,
+                    workspace: WorkspaceResource) -> MaterializeResult:
+    from fgclip_core.data.config import DataConfig, ShardConfig
+    from fgclip_core.data.pipeline import KEPT_NAME, build_shards
+
+    out = workspace.url(SHARDS)
+    cfg = DataConfig(shards=ShardConfig(samples_per_shard=config.samples_per_shard))
+    result = build_shards(workspace.url(VALIDATED, KEPT_NAME), _images(workspace), out, cfg)
+    m = result.manifest
+    context.log.info("%d samples in %d shard(s) under %s", m.total_samples, m.num_shards, out)
+    return MaterializeResult(metadata={
+        "shards": m.num_shards,
+        "samples": m.total_samples,
+        "bytes": m.total_bytes,
+        "size": f"{m.total_bytes / 1e6:.2f} MB",
+        "quarantined": result.summary.quarantined,
+        "manifest_sha256": m.manifest_sha256,
+        "path": MetadataValue.path(out),
+    })

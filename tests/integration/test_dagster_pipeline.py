@@ -1,0 +1,104 @@
+"""The whole Dagster pipeline in-process on the bundled sample: tmp workspace, SQLite MLflow store, a
+few training steps in one subprocess; every asset materialized, every gate passed, the model
+registered as challenger (and, as the first version, promoted to champion)."""
+
+from pathlib import Path
+
+import pytest
+from dagster import materialize
+from mlflow import MlflowClient
+
+from orchestration.checks import ALL_CHECKS
+from orchestration.definitions import ALL_ASSETS, make_resources
+from orchestration.resources import TrainingResource, WorkspaceResource
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 3
+
+
+def _meta(result, name: str) -> dict:
+    (mat,) = result.asset_materializations_for_node(name)
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+@pytest.fixture()
+def pipeline_run(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # nothing may land in the working directory (MLflow's ./mlruns default)
+    workspace = WorkspaceResource(base_dir=str(tmp_path / "ws"))
+    training = TrainingResource(max_steps=STEPS, nproc=1,
+                                torch_extensions_dir=str(REPO / ".fgclip" / "torch_extensions"))
+    resources = make_resources(workspace, training)
+    result = materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, raise_on_error=False)
+    return result, resources, tmp_path, cwd
+
+
+def test_pipeline_materializes_every_asset_and_passes_the_gates(pipeline_run):
+    result, resources, tmp_path, cwd = pipeline_run
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+    for a in ALL_ASSETS:
+        assert len(result.asset_materializations_for_node(a.key.path[-1])) == 1, a.key
+
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"quarantine_ratio_below_threshold": True, "shards_manifest_verifies": True,
+                      "evaluation_metrics_finite": True}
+
+    assert _meta(result, "raw_images")["images"] == 13
+    annotated = _meta(result, "annotated_records")
+    assert (annotated["images"], annotated["records"], annotated["quarantined"]) == (13, 13, 0)
+    validated = _meta(result, "validated_records")
+    assert (validated["total"], validated["kept"], validated["quarantined"]) == (13, 13, 0)
+    assert validated["quarantine_ratio"] == 0.0
+    shards = _meta(result, "training_shards")
+    assert (shards["samples"], shards["shards"]) == (13, 4)  # 4 samples per shard
+    assert shards["bytes"] > 0
+
+    trained = _meta(result, "trained_model")
+    assert trained["steps"] == STEPS and trained["final_loss"] > 0
+    assert Path(trained["export_dir"], "config.json").is_file()
+
+    ev = _meta(result, "evaluation")
+    assert ev["benchmarks"] == 5 and ev["non_finite_metrics"] == 0
+    assert "| fgovd-sample | accuracy |" in ev["metrics"]
+    assert Path(ev["report"]).is_file()
+
+    reg = _meta(result, "registered_model")
+    client = MlflowClient(resources["mlflow"].uri())
+    assert str(client.get_model_version_by_alias("fgclip", "challenger").version) == reg["version"]
+    assert reg["promoted"] is True and reg["champion_version"] == ""  # the first version: no champion before
+    assert str(client.get_model_version_by_alias("fgclip", "champion").version) == reg["version"]
+    assert reg["tracking_uri"] == f"sqlite:///{tmp_path / 'ws' / 'mlflow.db'}"
+
+    assert not list(cwd.iterdir()), "files written into the working directory"
+    assert (tmp_path / "ws" / "mlartifacts").is_dir()
+
+
+def test_a_failing_quarantine_gate_stops_the_shards(tmp_path):
+    """4 of 13 records have a box outside the image: ratio 0.31 > 0.2, so the blocking check fails
+    and the shards downstream of it are not built."""
+    import json
+
+    from assets.data import training_shards, validated_records
+    from fgclip_core.sample import materialize_sample
+    from orchestration.checks import quarantine_ratio_below_threshold
+    from orchestration.resources import ANNOTATED, RAW
+
+    workspace = WorkspaceResource(base_dir=str(tmp_path / "ws"))
+    sample = materialize_sample(workspace.local_path(RAW))
+    rows = [r.to_dict() for r in sample.records]
+    for row in rows[:4]:
+        row["bbox_info"][0]["bbox"] = [0.5, 0.5, 2.0, 2.0]
+    chunk = workspace.local_path(ANNOTATED, "records", "chunk-00000.jsonl")
+    chunk.parent.mkdir(parents=True)
+    chunk.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    result = materialize([validated_records, training_shards, quarantine_ratio_below_threshold],
+                         resources=make_resources(workspace), raise_on_error=False)
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.metadata["quarantine_ratio"].value == pytest.approx(4 / 13)
+    assert _meta(result, "validated_records")["kept"] == 9
+    assert not result.asset_materializations_for_node("training_shards")
+    assert not workspace.local_path("shards", "manifest.json").exists()
