@@ -12,8 +12,17 @@ from orchestration.checks import ALL_CHECKS
 from orchestration.definitions import ALL_ASSETS, make_resources
 from orchestration.resources import TrainingResource, WorkspaceResource
 
+pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri(monkeypatch):
+    # register_checkpoint sets the process-wide tracking URI; give later tests back the one they had
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
 
 
 def _meta(result, name: str) -> dict:
