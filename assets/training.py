@@ -51,7 +51,11 @@ def trained_model(context: AssetExecutionContext, workspace: WorkspaceResource, 
     if out.exists():  # a fresh run each time: no resume from a previous materialization's checkpoints
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = training.command(workspace.url(SHARDS), str(out), base_checkpoint_url(workspace, training))
+    # the experiment is made here when missing, so the runs' artifacts live in the workspace store and
+    # not under this run folder (which the next materialization replaces)
+    mlflow.experiment_id(training.experiment)
+    cmd = training.command(workspace.url(SHARDS), str(out), base_checkpoint_url(workspace, training),
+                           run_name=f"dagster-{context.run_id[:8]}")
     context.log.info("$ %s", " ".join(cmd))
     invocation = pipes_subprocess_client.run(command=cmd, context=context, env=training.env(mlflow.uri()))
     reported = invocation.get_materialize_result()

@@ -104,17 +104,21 @@ class TrainingResource(ConfigurableResource):
     nproc: int = Field(default=2, ge=1, description="local training processes (torchrun-style, gloo on CPU)")
     save_every: int | None = Field(default=None, ge=0, description="default: half of max_steps")
     overrides: list[str] = Field(default_factory=list, description="extra `--set KEY=VALUE` for fgclip train")
+    experiment: str = Field(default="fgclip-train", description="MLflow experiment of the training runs")
     init_arch: str = Field(default="tiny", description="architecture of the random starting checkpoint")
     init_seed: int = 0
     init_from: str | None = Field(default=None, description="use this checkpoint as the start instead")
     torch_extensions_dir: str = Field(default=".fgclip/torch_extensions",
                                       description="DeepSpeed's JIT-compiled ops cache (kept between runs)")
 
-    def command(self, data: str, output: str, init: str) -> list[str]:
+    def command(self, data: str, output: str, init: str, run_name: str | None = None) -> list[str]:
         save_every = self.save_every if self.save_every is not None else max(1, self.max_steps // 2)
         cmd = [sys.executable, "-m", "fgclip_core", "train", "--recipe", self.recipe, "--data", data,
                "--output", output, "--init", init, "--max-steps", str(self.max_steps),
-               "--save-every", str(save_every), "--nproc", str(self.nproc), "--no-progress"]
+               "--save-every", str(save_every), "--nproc", str(self.nproc), "--no-progress",
+               "--set", f"tracking.experiment={self.experiment}"]
+        if run_name:
+            cmd += ["--set", f"tracking.run_name={run_name}"]
         for o in self.overrides:
             cmd += ["--set", o]
         return cmd

@@ -43,6 +43,10 @@ def pipeline_run(tmp_path, monkeypatch):
     return result, resources, tmp_path, cwd
 
 
+def _rerun(resources):
+    return materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, raise_on_error=False)
+
+
 def test_pipeline_materializes_every_asset_and_passes_the_gates(pipeline_run):
     result, resources, tmp_path, cwd = pipeline_run
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -82,6 +86,24 @@ def test_pipeline_materializes_every_asset_and_passes_the_gates(pipeline_run):
 
     assert not list(cwd.iterdir()), "files written into the working directory"
     assert (tmp_path / "ws" / "mlartifacts").is_dir()
+    train_runs = client.search_runs([client.get_experiment_by_name("fgclip-train").experiment_id])
+    assert [r.info.run_id for r in train_runs] == [trained["mlflow_run_id"]]
+    assert train_runs[0].info.artifact_uri.startswith((tmp_path / "ws" / "mlartifacts").as_uri())
+
+    # A second materialization in the same workspace: annotation chunks are reused, training starts
+    # afresh, and the new version is the challenger; champion moves only if it wins on the gate metric.
+    again = _rerun(resources)
+    assert again.success, [e.message for e in again.all_events if e.is_failure]
+    assert _meta(again, "annotated_records")["chunks_skipped"] == 1
+    assert _meta(again, "trained_model")["steps"] == STEPS
+    reg2 = _meta(again, "registered_model")
+    assert reg2["version"] == str(int(reg["version"]) + 1) and reg2["champion_version"] == reg["version"]
+    assert str(client.get_model_version_by_alias("fgclip", "challenger").version) == reg2["version"]
+    assert reg2["promoted"] is (reg2["challenger_value"] > reg2["champion_value"])
+    champion = reg2["version"] if reg2["promoted"] else reg["version"]
+    assert str(client.get_model_version_by_alias("fgclip", "champion").version) == champion
+    assert len(client.search_runs([client.get_experiment_by_name("fgclip-train").experiment_id])) == 2
+    assert not list(cwd.iterdir())
 
 
 def test_a_failing_quarantine_gate_stops_the_shards(tmp_path):

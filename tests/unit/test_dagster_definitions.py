@@ -76,7 +76,9 @@ def test_training_command_is_the_fgclip_cli():
     assert flags["--recipe"] == "tiny-cpu-stage2" and flags["--data"] == "/d/shards"
     assert flags["--output"] == "/d/run" and flags["--init"] == "/d/base"
     assert flags["--max-steps"] == "6" and flags["--nproc"] == "2" and flags["--save-every"] == "3"
-    assert cmd[-2:] == ["--set", "optim.lr=1e-4"] and "--no-progress" in cmd
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    assert sets == ["tracking.experiment=fgclip-train", "optim.lr=1e-4"] and "--no-progress" in cmd
+    assert t.command("d", "o", "i", run_name="dagster-1")[-4:-2] == ["--set", "tracking.run_name=dagster-1"]
     assert t.env("sqlite:///x.db")["MLFLOW_TRACKING_URI"] == "sqlite:///x.db"
 
 
