@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.fgclip/torch_extensions
 export FGCLIP_HOME ?= $(CURDIR)/.fgclip
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-unit test-integration lint typecheck bench clean
+.PHONY: install demo dagster-demo dagster-dev test test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m fgclip_core.demo
+
+# The same pipeline as Dagster assets (orchestration/definitions.py), run once from the command line.
+dagster-demo: $(STAMP)
+	mkdir -p .fgclip/dagster_home
+	DAGSTER_HOME=$(CURDIR)/.fgclip/dagster_home $(VENV)/bin/dagster job execute -m orchestration.definitions -j fgclip_pipeline
+
+# The Dagster UI (http://127.0.0.1:3000) with the daemon, for clicking materialisations.
+dagster-dev: $(STAMP)
+	mkdir -p .fgclip/dagster_home
+	DAGSTER_HOME=$(CURDIR)/.fgclip/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

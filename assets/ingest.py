@@ -11,12 +11,11 @@ METADATA_NAME = "metadata.jsonl"
        description="Real photos shipped by installed packages, copied into the workspace, with a metadata "
                    "JSONL (alt text + labelled boxes) as a user's images would come with.")
 def raw_images(context: AssetExecutionContext, workspace: WorkspaceResource) -> MaterializeResult:
-    from fgclip_core.demo import write_alt_text
-    from fgclip_core.sample import materialize_sample
+    from fgclip_core.sample import materialize_sample, write_image_metadata
 
     dest = workspace.local_path(RAW)
     sample = materialize_sample(dest)
-    metadata_file = write_alt_text(sample, dest / METADATA_NAME)
+    metadata_file = write_image_metadata(sample, dest / METADATA_NAME)
     context.log.info("%d images in %s", len(sample.records), sample.images_root)
     return MaterializeResult(metadata={
         "images": len(sample.records),

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from fgclip_core.sample import materialize_sample
+from fgclip_core.sample import materialize_sample, write_image_metadata
 
 
 def _step(title: str) -> float:
@@ -44,20 +44,6 @@ def fgclip(*args: str | Path, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def write_alt_text(sample, dest: Path) -> Path:
-    """The metadata a user's images come with: alt text (our long captions) and labelled boxes."""
-    with dest.open("w") as f:
-        for r in sample.records:
-            f.write(json.dumps({
-                "file_name": r.f_path,
-                "caption": r.caption,
-                "alt_text": r.short_caption,
-                "regions": [{"bbox": reg.bbox, "phrase": reg.short_expr, "description": reg.long_expr}
-                            for reg in r.bbox_info],
-            }) + "\n")
-    return dest
-
-
 def run(work: Path, steps: int, nproc: int) -> dict[str, object]:
     work = work.resolve()
     if work.exists():
@@ -68,7 +54,7 @@ def run(work: Path, steps: int, nproc: int) -> dict[str, object]:
 
     t = _step("1/7 raw images: real photos shipped by installed packages")
     sample = materialize_sample(work / "sample")
-    metadata = write_alt_text(sample, work / "sample" / "metadata.jsonl")
+    metadata = write_image_metadata(sample, work / "sample" / "metadata.jsonl")
     print(f"{len(sample.records)} images in {sample.images_root} ({time.perf_counter() - t:.1f} s)")
 
     t = _step("2/7 annotate: captions from alt text, boxes from labels, rule-based hard negatives")

@@ -65,6 +65,29 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's chunk (all_reduce, then slice).
+
+    Our own small Function: ``torch.distributed.nn.functional.all_gather`` is deprecated and warns on
+    every call.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        world = torch.distributed.get_world_size()
+        out = x.new_empty((world * x.shape[0], *x.shape[1:]))
+        torch.distributed.all_gather_single(out, x)
+        ctx.rows = x.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        torch.distributed.all_reduce(grad)
+        start = torch.distributed.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every rank (rank order) keeping the autograd graph; identity on 1 rank.
 
@@ -73,9 +96,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     _rank, world = _dist_info()
     if world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    return _AllGatherWithGrad.apply(x.contiguous())
 
 
 def scale_from_param(param: torch.Tensor, max_log: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ from fgclip_core.sample.materialize import (
     sample_records,
     sample_sources,
 )
+from fgclip_core.sample.metadata import write_image_metadata
 
 __all__ = [
     "ANNOTATIONS_FILENAME",
@@ -25,4 +26,5 @@ __all__ = [
     "materialize_sample",
     "sample_records",
     "sample_sources",
+    "write_image_metadata",
 ]

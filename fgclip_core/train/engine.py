@@ -11,6 +11,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ from fgclip_core.train.pipes import PipesReporter
 from fgclip_core.train.step import FGCLIPTrainModule
 from fgclip_core.train.tracking import NullTracker, Tracker, git_commit
 
+# DeepSpeed's ZeRO partitioning calls torch.distributed.all_gather_into_tensor, which torch 2.13 deprecates
+# with a FutureWarning on every step; it is DeepSpeed's to change, not a fault of the run.
+warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r".*reduce_scatter_tensor.* is deprecated", category=FutureWarning)
 log = logging.getLogger(__name__)
 
 
