@@ -113,17 +113,29 @@ def validate_cmd(annotations: str, images: str | None, config: str | None, overr
 @_with_common
 @click.option("--out", "out", required=True, help="Folder or URL (s3://bucket/prefix) for the shards.")
 @click.option("--samples-per-shard", type=int, default=None, help="Samples per shard (default from config).")
+@click.option("--tokenizer", "tokenizer_dir", default=None,
+              help="Checkpoint/tokenizer folder: also store every sample's token ids ({key}.tok.npy, with "
+                   "loader.short_caption_prefix) and the tokenizer's fingerprint in the manifest; a loader with "
+                   "the same tokenizer then skips tokenising.")
 def build_shards_cmd(annotations: str, images: str | None, config: str | None, overrides: tuple[str, ...],
                      strip_prefixes: tuple[str, ...], workers: int | None, out: str,
-                     samples_per_shard: int | None) -> None:
+                     samples_per_shard: int | None, tokenizer_dir: str | None) -> None:
     """Validate and pack records into shard-NNNNNN.tar + manifest.json + quarantine.jsonl."""
     ov = _overrides(overrides, strip_prefixes, workers)
     if samples_per_shard is not None:
         ov.append(f"shards.samples_per_shard={samples_per_shard}")
     cfg = _load_cfg(config, ov)
+    tokenizer = None
+    if tokenizer_dir is not None:
+        from fgclip_core.model.processing import TokenizerError, load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(tokenizer_dir)
+        except TokenizerError as e:
+            raise click.ClickException(str(e)) from e
     bar, on_outcome = _progress("build-shards")
     try:
-        result = build_shards(annotations, images, out, cfg, on_outcome=on_outcome)
+        result = build_shards(annotations, images, out, cfg, on_outcome=on_outcome, tokenizer=tokenizer)
     except (DestinationError, FileNotFoundError, NothingUsableError) as e:
         raise click.ClickException(str(e)) from e
     finally:
@@ -131,7 +143,8 @@ def build_shards_cmd(annotations: str, images: str | None, config: str | None, o
     m = result.manifest
     _console.print(_summary_table(f"fgclip data build-shards -> {out}", result.summary,
                                   {"shards": str(m.num_shards), "samples": str(m.total_samples),
-                                   "bytes": f"{m.total_bytes:,}"}))
+                                   "bytes": f"{m.total_bytes:,}",
+                                   "token ids": "stored" if m.tokens else "no (tokenised by the loader)"}))
 
 
 @data.command("verify")

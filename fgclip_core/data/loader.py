@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -46,6 +47,14 @@ from fgclip_core.data.errors import RecordError
 from fgclip_core.data.images import decode_image
 from fgclip_core.data.io import record_from_raw
 from fgclip_core.data.pixels import BatchNormalizer, BatchNormalizerUnavailable
+from fgclip_core.data.pretok import (
+    TOKENS_FORMAT,
+    TOKENS_VERSION,
+    SampleTokens,
+    TokensUnavailable,
+    fingerprint,
+    read_tokens,
+)
 from fgclip_core.data.records import FineHARDRecord
 from fgclip_core.data.shards import Manifest, read_manifest
 from fgclip_core.data.tokens import FastEncoder, FastEncoderUnavailable
@@ -98,6 +107,8 @@ class _Sample:
     pixels: Any   # [S, S, 3] uint8 array (normalised per batch in collate), or [3, S, S] float32 from the processor
     record: FineHARDRecord
     region_texts: list[str]
+    region_pick: list[int]              # per region: 0 = short_expr's ids, 1 = long_expr's
+    tokens: SampleTokens | None = None  # stored ids (pre-tokenised shards), else tokenised in collate
 
 
 @dataclass
@@ -119,29 +130,97 @@ class _BadSample(Exception):
         self.detail = detail
 
 
+class _NotPlain(Exception):
+    """A tar header the fast reader leaves to ``tarfile`` (anything but a plain ustar file or folder)."""
+
+
+_TAR_BLOCK = 512
+_ZERO_BLOCK = bytes(_TAR_BLOCK)
+
+
+def _tarfile_members(fs: Any, path: str, skip: int = 0) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files of a tar, read by ``tarfile`` (after skipping ``skip`` of them)."""
+    with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            if skip:
+                skip -= 1
+                continue
+            f = tar.extractfile(member)
+            yield member.name, f.read() if f is not None else b""
+
+
+def _fast_members(fh: Any) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files of a plain ustar stream: one header read and one data read
+    per member (``tarfile`` costs ~6x more per member). Raises ``_NotPlain`` on anything else: end of
+    data where a header or member should be, a bad checksum, base-256 sizes, pax / GNU / link
+    members; the caller then hands the rest to ``tarfile``, which does what it always did."""
+    first = True
+    while True:
+        h = fh.read(_TAR_BLOCK)
+        if len(h) != _TAR_BLOCK or (first and h == _ZERO_BLOCK):
+            raise _NotPlain("short header")
+        if h == _ZERO_BLOCK:   # end of archive (tarfile stops at the first zero block too)
+            return
+        first = False
+        kind = h[156:157]
+        if kind not in (b"0", b"\0", b"5") or h[124] & 0x80:
+            raise _NotPlain("not a plain file or folder")
+        try:
+            size = int(h[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+            chksum = int(h[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError as e:
+            raise _NotPlain("bad number field") from e
+        if chksum != 256 + sum(h[:148]) + sum(h[156:]):
+            raise _NotPlain("checksum")
+        name = h[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if h[257:265] == b"ustar\x0000":
+            prefix = h[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+        padded = size + (-size % _TAR_BLOCK)
+        data = fh.read(padded) if padded else b""
+        if len(data) != padded:
+            raise _NotPlain("short data")
+        if kind == b"5" or name.endswith("/"):
+            continue
+        yield name, data[:size] if padded != size else data
+
+
+def _tar_members(fs: Any, path: str) -> Iterator[tuple[str, bytes]]:
+    """The regular files of a tar, exactly as ``tarfile`` reads them (same members, same errors), by
+    the fast reader as long as the stream is plain ustar, then by ``tarfile`` from where it stopped."""
+    done = 0
+    with fs.open(path, "rb") as fh:
+        try:
+            for member in _fast_members(fh):
+                yield member
+                done += 1
+            return
+        except _NotPlain:
+            pass
+    yield from _tarfile_members(fs, path, skip=done)
+
+
 def iter_tar_samples(url: str, fs: Any = None) -> Iterator[dict[str, Any]]:
     """Group consecutive tar members by key (WebDataset rules: key = name up to the first dot of the
     basename). Yields ``{"__key__": key, "__url__": url, ext: bytes, ...}``; raises on a bad tar."""
     fs, path = resolve(url, fs)
-    with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
-        current: dict[str, Any] | None = None
-        for member in tar:
-            if not member.isfile():
-                continue
-            dirname, _, base = member.name.rpartition("/")
-            if "." not in base:
-                continue
-            stem, ext = base.split(".", 1)
-            key = f"{dirname}/{stem}" if dirname else stem
-            f = tar.extractfile(member)
-            data = f.read() if f is not None else b""
-            if current is None or current["__key__"] != key:
-                if current is not None:
-                    yield current
-                current = {"__key__": key, "__url__": url}
-            current[ext.lower()] = data
-        if current is not None:
-            yield current
+    current: dict[str, Any] | None = None
+    for name, data in _tar_members(fs, path):
+        dirname, _, base = name.rpartition("/")
+        if "." not in base:
+            continue
+        stem, ext = base.split(".", 1)
+        key = f"{dirname}/{stem}" if dirname else stem
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key, "__url__": url}
+        current[ext.lower()] = data
+    if current is not None:
+        yield current
 
 
 class _WorkerStream:
@@ -161,6 +240,7 @@ class _WorkerStream:
         self.shards = owned_shards(len(loader.urls), loader.rank, loader.world_size, worker, loader.num_logical)
         self.counters = _Counters()
         self.logged = 0
+        self.warned_tokens = False
         self.failed_in_a_row = 0
         self.fs: Any = None   # made in the worker process that reads (s3fs clients are not fork-safe)
         self.validation = ValidationConfig()
@@ -225,17 +305,36 @@ class _WorkerStream:
             log.warning("worker %d: skipping sample %s from %s: %s: %s", self.worker, raw.get("__key__"),
                         raw.get("__url__"), reason, detail)
 
-    def _region_texts(self, record: FineHARDRecord, rng: random.Random) -> list[str]:
-        out = []
+    def _region_texts(self, record: FineHARDRecord, rng: random.Random) -> tuple[list[str], list[int]]:
+        texts, picks = [], []
         for region in record.bbox_info[: self.cfg.max_boxes]:
-            long = region.long_expr if region.long_expr.strip() else region.short_expr
+            has_long = bool(region.long_expr.strip())
             if self.cfg.region_text == "short":
-                out.append(region.short_expr)
+                use_long = False
             elif self.cfg.region_text == "long":
-                out.append(long)
+                use_long = has_long
             else:
-                out.append(rng.choice([region.short_expr, long]))
-        return out
+                use_long = rng.choice((False, True)) and has_long   # one draw either way, as always
+            texts.append(region.long_expr if use_long else region.short_expr)
+            picks.append(int(use_long))
+        return texts, picks
+
+    def _tokens(self, raw: dict[str, Any], record: FineHARDRecord) -> SampleTokens | None:
+        info = self.loader.tokens
+        if info is None:
+            return None
+        data = raw.get(info["member"])
+        try:
+            if data is None:
+                raise TokensUnavailable(f"no {info['member']} member")
+            return read_tokens(data, record, self.cfg.short_caption_prefix, self.cfg.long_length,
+                               self.cfg.short_length)
+        except TokensUnavailable as e:
+            if not self.warned_tokens:
+                self.warned_tokens = True
+                log.warning("worker %d: stored token ids of %s from %s not usable (%s); tokenising such samples on "
+                            "the fly (logged once per worker)", self.worker, raw.get("__key__"), raw.get("__url__"), e)
+            return None
 
     def _sample(self, raw: dict[str, Any], block: int, position: int) -> _Sample:
         image = next((raw[e] for e in IMAGE_EXTS if e in raw), None)
@@ -256,7 +355,8 @@ class _WorkerStream:
         norm = self.loader.normalizer
         pixels = norm.to_uint8(decoded.image) if norm is not None else self.loader.processor.preprocess_one(decoded.image)
         rng = random.Random(self._seed("sample", block, position))
-        return _Sample(raw["__key__"], pixels, record, self._region_texts(record, rng))
+        texts, picks = self._region_texts(record, rng)
+        return _Sample(raw["__key__"], pixels, record, texts, picks, self._tokens(raw, record))
 
     def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
         B = self.cfg.batch_size
@@ -318,6 +418,7 @@ class FineHARDLoader:
         self.normalizer = self._batch_normalizer(image_processor)
         self.rank, self.world_size = rank, world_size
         self.manifest = manifest or read_manifest(source)
+        self.tokens = self._stored_tokens(tokenizer)
         self.urls = [storage.join(source, s.name) for s in self.manifest.shards]
         self.num_logical = max(1, self.cfg.num_workers)
         for w in range(self.num_logical):  # fail now, not inside a worker
@@ -337,6 +438,29 @@ class FineHARDLoader:
                 raise
             log.info("loader: tokenising with %s directly (%s)", type(tokenizer).__name__, e)
             return tokenizer
+
+    def _stored_tokens(self, tokenizer: Tokenizer) -> dict[str, Any] | None:
+        """The manifest's ``tokens`` entry when its ids are exactly what this loader would make."""
+        stored = self.manifest.tokens
+        if not stored:
+            log.info("%s: shards carry no token ids (built without --tokenizer); tokenising on the fly", self.source)
+            return None
+        cfg = self.cfg
+        try:
+            if stored.get("format") != TOKENS_FORMAT or stored.get("version") != TOKENS_VERSION:
+                raise TokensUnavailable(f"format {stored.get('format')!r} v{stored.get('version')} is not "
+                                        f"{TOKENS_FORMAT!r} v{TOKENS_VERSION}")
+            mine = fingerprint(tokenizer, cfg.short_caption_prefix, cfg.long_length, cfg.short_length)
+            if stored.get("fingerprint") != mine:
+                raise TokensUnavailable(
+                    f"made with another tokenizer, prefix or lengths (shards: prefix {stored.get('short_caption_prefix')!r}, "
+                    f"lengths {stored.get('long_length')}/{stored.get('short_length')}, fingerprint "
+                    f"{str(stored.get('fingerprint'))[:12]}; this loader: prefix {cfg.short_caption_prefix!r}, lengths "
+                    f"{cfg.long_length}/{cfg.short_length}, fingerprint {mine[:12]})")
+        except TokensUnavailable as e:
+            log.warning("%s: NOT using the shards' stored token ids, tokenising on the fly: %s", self.source, e)
+            return None
+        return stored
 
     @staticmethod
     def _batch_normalizer(processor: Processor) -> BatchNormalizer | None:
@@ -467,42 +591,95 @@ class FineHARDLoader:
         cfg = self.cfg
         B, K, N, S = len(samples), cfg.max_boxes, cfg.num_negatives, cfg.short_length
         pad = int(self.tokenizer.pad_token_id)
-        long_ids = self._encode([s.record.caption for s in samples], "long", cfg.long_length)
-        short_ids = self._encode([cfg.short_caption_prefix + s.record.short_caption for s in samples], "short", S)
+        stored = [s.tokens for s in samples]
+        flat = _Rows.concat(stored)
+        long_ids = _Rows(self, (B, cfg.long_length), "long", pad, stored, flat)
+        short_ids = _Rows(self, (B, S), "short", pad, stored, flat)
+        box_ids = _Rows(self, (B, K, S), "short", pad, stored, flat)
+        hard_ids = _Rows(self, (B, K, 1 + N, S), "short", pad, stored, flat)
         box_xyxy = torch.zeros(B, K, 4, dtype=torch.float32)
         box_mask = torch.zeros(B, K, dtype=torch.bool)
-        box_ids = torch.full((B, K, S), pad, dtype=torch.long)
-        hard_ids = torch.full((B, K, 1 + N, S), pad, dtype=torch.long)
         hard_mask = torch.zeros(B, K, 1 + N, dtype=torch.bool)
-        box_texts: list[str] = []
+        boxes: list[list[float]] = []
         box_slots: list[tuple[int, int]] = []
-        hard_texts: list[str] = []
         hard_slots: list[tuple[int, int, int]] = []
         for b, s in enumerate(samples):
+            t = s.tokens
+            long_ids.put(b, b, 0, s.record.caption)
+            short_ids.put(b, b, 1, cfg.short_caption_prefix + s.record.short_caption)
             for k, region in enumerate(s.record.bbox_info[:K]):
-                box_xyxy[b, k] = torch.tensor(region.bbox[:4], dtype=torch.float32)
-                box_mask[b, k] = True
-                box_texts.append(s.region_texts[k])
+                boxes.append(region.bbox[:4])
                 box_slots.append((b, k))
+                r0 = t.region_rows[k] if t is not None else 0
+                box_ids.put(b * K + k, b, r0 + s.region_pick[k], s.region_texts[k])
                 if region.flag_short_neg == 1:
                     for j, text in enumerate([region.short_expr, *region.short_expr_negs[:N]]):
-                        hard_texts.append(text)
+                        hard_ids.put((b * K + k) * (1 + N) + j, b, r0 + (0 if j == 0 else 1 + j), text)
                         hard_slots.append((b, k, j))
-        if box_texts:
-            enc = self._encode(box_texts, "short", S)
-            idx_b = torch.tensor([b for b, _ in box_slots])
-            idx_k = torch.tensor([k for _, k in box_slots])
-            box_ids[idx_b, idx_k] = enc
-        if hard_texts:
-            enc = self._encode(hard_texts, "short", S)
+        if box_slots:
+            ib, ik = (torch.tensor(v) for v in zip(*box_slots, strict=True))
+            box_xyxy[ib, ik] = torch.tensor(boxes, dtype=torch.float32)
+            box_mask[ib, ik] = True
+        if hard_slots:
             ib, ik, ij = (torch.tensor(v) for v in zip(*hard_slots, strict=True))
-            hard_ids[ib, ik, ij] = enc
             hard_mask[ib, ik, ij] = True
         return TrainBatch(
             pixel_values=self._pixel_values(samples),
-            long_input_ids=long_ids, short_input_ids=short_ids, box_xyxy=box_xyxy, box_mask=box_mask,
-            box_input_ids=box_ids, hardneg_input_ids=hard_ids, hardneg_mask=hard_mask,
-            keys=[s.key for s in samples])
+            long_input_ids=long_ids.done(), short_input_ids=short_ids.done(), box_xyxy=box_xyxy,
+            box_mask=box_mask, box_input_ids=box_ids.done(), hardneg_input_ids=hard_ids.done(),
+            hardneg_mask=hard_mask, keys=[s.key for s in samples])
+
+
+class _Rows:
+    """A padded id tensor filled row by row: from a sample's stored ids (``data.pretok``) when it has
+    them, else from its text, all texts of the batch tokenised in one call."""
+
+    def __init__(self, loader: FineHARDLoader, shape: tuple[int, ...], mode: Literal["long", "short"], pad: int,
+                 stored: list[SampleTokens | None], flat: tuple[np.ndarray, list[int]]) -> None:
+        self.loader, self.shape, self.mode = loader, shape, mode
+        self.out = np.full(shape, pad, dtype=np.int64)
+        self.length = shape[-1]
+        self.all_ids, self.offsets = flat
+        self.stored = stored
+        self.texts: list[str] = []
+        self.text_rows: list[int] = []
+        self.src: list[int] = []
+        self.dst: list[int] = []
+        self.lens: list[int] = []
+
+    @staticmethod
+    def concat(stored: list[SampleTokens | None]) -> tuple[np.ndarray, list[int]]:
+        parts, offsets, at = [], [], 0
+        for t in stored:
+            offsets.append(at)
+            if t is not None:
+                parts.append(t.flat)
+                at += len(t.flat)
+        return (np.concatenate(parts) if parts else np.empty(0, np.int64)), offsets
+
+    def put(self, row: int, b: int, stored_row: int, text: str) -> None:
+        """Fill flat row ``row`` of the output for sample ``b``: its stored row, or ``text``."""
+        t = self.stored[b]
+        if t is None:
+            self.texts.append(text)
+            self.text_rows.append(row)
+        else:
+            self.src.append(self.offsets[b] + t.starts[stored_row])
+            self.dst.append(row)
+            self.lens.append(t.lens[stored_row])
+
+    def done(self) -> torch.Tensor:
+        out2d = self.out.reshape(-1, self.length)
+        if self.texts:
+            out2d[self.text_rows] = self.loader._encode(self.texts, self.mode, self.length).numpy()
+        if self.lens:
+            lens = np.asarray(self.lens, dtype=np.int64)
+            cum = np.cumsum(lens) - lens
+            step = np.arange(int(lens.sum()), dtype=np.int64)
+            src = np.repeat(np.asarray(self.src, dtype=np.int64) - cum, lens) + step
+            dst = np.repeat(np.asarray(self.dst, dtype=np.int64) * self.length - cum, lens) + step
+            self.out.reshape(-1)[dst] = self.all_ids[src]
+        return torch.from_numpy(self.out)
 
 
 def build_loader(source: str, checkpoint_dir: str, config: LoaderConfig | None = None, *, rank: int = 0,

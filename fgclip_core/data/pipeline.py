@@ -16,6 +16,7 @@ from fgclip_core import storage
 from fgclip_core.data.atomic import atomic_open, remove_stale_temps, resolve
 from fgclip_core.data.config import DataConfig
 from fgclip_core.data.io import dumps_record, iter_raw
+from fgclip_core.data.pretok import TOKENS_EXT, TokenWriter, manifest_entry
 from fgclip_core.data.shards import (
     Manifest,
     ShardInfo,
@@ -23,6 +24,7 @@ from fgclip_core.data.shards import (
     remove_unlisted_shards,
     write_manifest,
 )
+from fgclip_core.data.tokens import FastEncoder, FastEncoderUnavailable
 from fgclip_core.data.validate import Kept, QuarantineEntry, ValidationSummary, Validator, iter_outcomes
 
 log = logging.getLogger(__name__)
@@ -96,13 +98,26 @@ def _write_summary(out_dir: str, data: dict[str, Any], fs: Any) -> None:
 
 def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: DataConfig | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None,
-                 on_shard: Callable[[ShardInfo], None] | None = None) -> BuildResult:
+                 on_shard: Callable[[ShardInfo], None] | None = None, tokenizer: Any = None) -> BuildResult:
     """Validate and pack kept records into ``out_url/shard-NNNNNN.tar``; write the quarantine and the
     manifest (last). Raises ``DestinationError`` or ``NothingUsableError`` (after writing the
-    quarantine, so the reasons can be read)."""
+    quarantine, so the reasons can be read).
+
+    ``tokenizer`` (an ``FGCLIPTokenizer``): also store every sample's token ids (``data.pretok``),
+    with ``cfg.loader.short_caption_prefix`` and the tokenizer's lengths, and its fingerprint in the
+    manifest; a loader with the same tokenizer, prefix and lengths then skips tokenising."""
     cfg = cfg or DataConfig()
     if not cfg.validation.check_images:
         raise ValueError("building shards reads every image: validation.check_images must be true")
+    token_writer, tokens_entry = None, None
+    if tokenizer is not None:
+        prefix = cfg.loader.short_caption_prefix
+        tokens_entry = manifest_entry(tokenizer, prefix)   # raises TokensUnavailable before any work
+        try:
+            encoder: Any = FastEncoder.for_tokenizer(tokenizer)
+        except FastEncoderUnavailable:
+            encoder = tokenizer
+        token_writer = TokenWriter(encoder, tokenizer.pad_token_id, prefix, tokenizer.vocab_size)
     fs = storage.filesystem(out_url)[0]
     ensure_writable(out_url, fs)
     stale = remove_stale_temps(out_url, fs)
@@ -117,7 +132,8 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 assert outcome.image_bytes is not None   # check_images is on (checked above)
-                writer.add(outcome.record.id, outcome.image_bytes, outcome.record.to_dict())
+                extra = {TOKENS_EXT: token_writer.encode(outcome.record)} if token_writer is not None else None
+                writer.add(outcome.record.id, outcome.image_bytes, outcome.record.to_dict(), extra)
             else:
                 q_fh.write(_quarantine_line(outcome))
             if on_outcome:
@@ -126,7 +142,8 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
         raise NothingUsableError(
             f"{annotations}: no usable record out of {summary.total} "
             f"(quarantined by reason: {dict(summary.by_reason) or 'none'}); see {storage.join(out_url, QUARANTINE_NAME)}")
-    manifest = write_manifest(out_url, writer.shards, cfg.shards.samples_per_shard, summary.to_dict(), fs=fs)
+    manifest = write_manifest(out_url, writer.shards, cfg.shards.samples_per_shard, summary.to_dict(), fs=fs,
+                              tokens=tokens_entry)
     removed = remove_unlisted_shards(out_url, manifest, fs)
     if removed:
         log.info("%s: removed %d shard(s) of an earlier run not in the new manifest", out_url, len(removed))

@@ -1,6 +1,7 @@
 """WebDataset shards: deterministic tar writing, the manifest, and reading both back.
 
-A shard ``shard-NNNNNN.tar`` holds ``{key}.jpg`` + ``{key}.json`` (the record) per sample. Tar
+A shard ``shard-NNNNNN.tar`` holds ``{key}.jpg`` + ``{key}.json`` (the record) per sample, and
+``{key}.tok.npy`` (its texts' token ids, ``data.pretok``) when built with a tokenizer. Tar
 headers are fixed (mtime 0, uid/gid 0, no user names, mode 0444), so the same inputs give the same
 bytes. Every shard is written under a temporary name and moved in place when complete
 (``atomic.atomic_open``); ``manifest.json`` is written last and is the commit point: readers take
@@ -50,10 +51,20 @@ class Manifest(BaseModel):
     total_bytes: int
     shards: list[ShardInfo]
     summary: dict[str, Any] = Field(default_factory=dict)
+    # Pre-tokenised shards (``data.pretok.manifest_entry``): member name, fingerprint, lengths; absent otherwise.
+    tokens: dict[str, Any] | None = None
     manifest_sha256: str = ""
 
+    def dump(self) -> dict[str, Any]:
+        """The JSON body; ``tokens`` only when set, so manifests without it keep their hash."""
+        body = self.model_dump()
+        if body.get("tokens") is None:
+            body.pop("tokens", None)
+        return body
+
     def body_hash(self) -> str:
-        body = self.model_dump(exclude={"manifest_sha256"})
+        body = self.dump()
+        body.pop("manifest_sha256", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -126,12 +137,16 @@ class ShardWriter:
         if self.on_shard:
             self.on_shard(info)
 
-    def add(self, key: str, image_bytes: bytes, record_dict: dict[str, Any]) -> None:
+    def add(self, key: str, image_bytes: bytes, record_dict: dict[str, Any],
+            extra: dict[str, bytes] | None = None) -> None:
+        """``extra``: more members of the sample, by extension (e.g. ``{"tok.npy": ...}``)."""
         if self._tar is None:
             self._open()
         assert self._tar is not None
         _add_member(self._tar, f"{key}.jpg", image_bytes)
         _add_member(self._tar, f"{key}.json", encode_sample_json(record_dict))
+        for ext, data in (extra or {}).items():
+            _add_member(self._tar, f"{key}.{ext}", data)
         self._count += 1
         if self._count >= self.samples_per_shard:
             self._finish()
@@ -159,13 +174,14 @@ class ShardWriter:
 
 
 def write_manifest(out_url: str, shards: list[ShardInfo], samples_per_shard: int,
-                   summary: dict[str, Any] | None = None, fs: Any = None) -> Manifest:
+                   summary: dict[str, Any] | None = None, fs: Any = None,
+                   tokens: dict[str, Any] | None = None) -> Manifest:
     m = Manifest(samples_per_shard=samples_per_shard, num_shards=len(shards),
                  total_samples=sum(s.count for s in shards), total_bytes=sum(s.bytes for s in shards),
-                 shards=shards, summary=summary or {})
+                 shards=shards, summary=summary or {}, tokens=tokens)
     m.manifest_sha256 = m.body_hash()
     with atomic_open(storage.join(out_url, MANIFEST_NAME), "w", fs=fs) as fh:
-        fh.write(json.dumps(m.model_dump(), indent=1, sort_keys=True) + "\n")
+        fh.write(json.dumps(m.dump(), indent=1, sort_keys=True) + "\n")
     return m
 
 
