@@ -327,8 +327,7 @@ class _WorkerStream:
         try:
             if data is None:
                 raise TokensUnavailable(f"no {info['member']} member")
-            return read_tokens(data, record, self.cfg.short_caption_prefix, self.cfg.long_length,
-                               self.cfg.short_length)
+            return read_tokens(data, raw["json"], record, self.cfg.long_length, self.cfg.short_length)
         except TokensUnavailable as e:
             if not self.warned_tokens:
                 self.warned_tokens = True
@@ -597,32 +596,38 @@ class FineHARDLoader:
         short_ids = _Rows(self, (B, S), "short", pad, stored, flat)
         box_ids = _Rows(self, (B, K, S), "short", pad, stored, flat)
         hard_ids = _Rows(self, (B, K, 1 + N, S), "short", pad, stored, flat)
-        box_xyxy = torch.zeros(B, K, 4, dtype=torch.float32)
-        box_mask = torch.zeros(B, K, dtype=torch.bool)
-        hard_mask = torch.zeros(B, K, 1 + N, dtype=torch.bool)
+        box_xyxy = torch.zeros(B * K, 4, dtype=torch.float32)
+        box_mask = torch.zeros(B * K, dtype=torch.bool)
+        hard_mask = torch.zeros(B * K * (1 + N), dtype=torch.bool)
         boxes: list[list[float]] = []
-        box_slots: list[tuple[int, int]] = []
-        hard_slots: list[tuple[int, int, int]] = []
+        box_slots: list[int] = []    # flat b * K + k
+        hard_slots: list[int] = []   # flat (b * K + k) * (1 + N) + j
         for b, s in enumerate(samples):
             t = s.tokens
             long_ids.put(b, b, 0, s.record.caption)
             short_ids.put(b, b, 1, cfg.short_caption_prefix + s.record.short_caption)
             for k, region in enumerate(s.record.bbox_info[:K]):
+                slot = b * K + k
                 boxes.append(region.bbox[:4])
-                box_slots.append((b, k))
+                box_slots.append(slot)
                 r0 = t.region_rows[k] if t is not None else 0
-                box_ids.put(b * K + k, b, r0 + s.region_pick[k], s.region_texts[k])
+                box_ids.put(slot, b, r0 + s.region_pick[k], s.region_texts[k])
                 if region.flag_short_neg == 1:
-                    for j, text in enumerate([region.short_expr, *region.short_expr_negs[:N]]):
-                        hard_ids.put((b * K + k) * (1 + N) + j, b, r0 + (0 if j == 0 else 1 + j), text)
-                        hard_slots.append((b, k, j))
+                    negs = region.short_expr_negs[:N]
+                    first = slot * (1 + N)
+                    slots = range(first, first + 1 + len(negs))
+                    hard_slots.extend(slots)
+                    if t is not None:   # stored rows: short_expr at r0, negative j at r0 + 1 + j
+                        hard_ids.put_stored(slots, b, [r0, *range(r0 + 2, r0 + 2 + len(negs))])
+                    else:
+                        hard_ids.put_texts(slots, [region.short_expr, *negs])
         if box_slots:
-            ib, ik = (torch.tensor(v) for v in zip(*box_slots, strict=True))
-            box_xyxy[ib, ik] = torch.tensor(boxes, dtype=torch.float32)
-            box_mask[ib, ik] = True
+            idx = torch.tensor(box_slots)
+            box_xyxy[idx] = torch.tensor(boxes, dtype=torch.float32)
+            box_mask[idx] = True
         if hard_slots:
-            ib, ik, ij = (torch.tensor(v) for v in zip(*hard_slots, strict=True))
-            hard_mask[ib, ik, ij] = True
+            hard_mask[torch.tensor(hard_slots)] = True
+        box_xyxy, box_mask, hard_mask = box_xyxy.view(B, K, 4), box_mask.view(B, K), hard_mask.view(B, K, 1 + N)
         return TrainBatch(
             pixel_values=self._pixel_values(samples),
             long_input_ids=long_ids.done(), short_input_ids=short_ids.done(), box_xyxy=box_xyxy,
@@ -667,6 +672,18 @@ class _Rows:
             self.src.append(self.offsets[b] + t.starts[stored_row])
             self.dst.append(row)
             self.lens.append(t.lens[stored_row])
+
+    def put_stored(self, rows: Sequence[int], b: int, stored_rows: list[int]) -> None:
+        t = self.stored[b]
+        assert t is not None
+        off, starts, lens = self.offsets[b], t.starts, t.lens
+        self.src.extend([off + starts[r] for r in stored_rows])
+        self.dst.extend(rows)
+        self.lens.extend([lens[r] for r in stored_rows])
+
+    def put_texts(self, rows: Sequence[int], texts: list[str]) -> None:
+        self.texts.extend(texts)
+        self.text_rows.extend(rows)
 
     def done(self) -> torch.Tensor:
         out2d = self.out.reshape(-1, self.length)

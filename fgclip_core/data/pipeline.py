@@ -21,6 +21,7 @@ from fgclip_core.data.shards import (
     Manifest,
     ShardInfo,
     ShardWriter,
+    encode_sample_json,
     remove_unlisted_shards,
     write_manifest,
 )
@@ -132,8 +133,11 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 assert outcome.image_bytes is not None   # check_images is on (checked above)
-                extra = {TOKENS_EXT: token_writer.encode(outcome.record)} if token_writer is not None else None
-                writer.add(outcome.record.id, outcome.image_bytes, outcome.record.to_dict(), extra)
+                record_dict = outcome.record.to_dict()
+                extra = None
+                if token_writer is not None:
+                    extra = {TOKENS_EXT: token_writer.encode(outcome.record, encode_sample_json(record_dict))}
+                writer.add(outcome.record.id, outcome.image_bytes, record_dict, extra)
             else:
                 q_fh.write(_quarantine_line(outcome))
             if on_outcome:

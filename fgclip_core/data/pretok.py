@@ -11,8 +11,8 @@ short_caption`` (short length), then for every region ``short_expr``, ``long_exp
 even when empty) and each of ``short_expr_negs`` (short length). Each row is exactly the
 tokenizer's fixed-length output with its trailing pad ids removed; re-padding with the pad id
 gives the tokenizer's row back bit for bit. The array (uint16 when the vocabulary fits, else int32)
-is ``[n_rows, crc_hi, crc_lo, len_0 .. len_{n-1}, ids ...]``, where the crc32 is over the texts the
-rows were made from, so ids never go with texts they were not made from.
+is ``[n_rows, crc_hi, crc_lo, len_0 .. len_{n-1}, ids ...]``, where the crc32 is over the sample's
+``{key}.json`` bytes the rows were made from, so ids never go with a record they were not made from.
 
 The fingerprint hashes the tokenizer's full ``tokenizers`` definition (vocabulary, merges,
 normaliser, pre-tokeniser, post-processor, special tokens; not the padding/truncation state a
@@ -28,7 +28,6 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, Literal
@@ -58,8 +57,8 @@ def record_texts(record: FineHARDRecord, prefix: str) -> list[tuple[str, Mode]]:
     return out
 
 
-def texts_crc(texts: Sequence[str]) -> int:
-    return zlib.crc32("\x1f".join(texts).encode("utf-8", "surrogatepass"))
+def num_rows(record: FineHARDRecord) -> int:
+    return 2 + sum(2 + len(r.short_expr_negs) for r in record.bbox_info)
 
 
 def fingerprint(tokenizer: Any, prefix: str, long_length: int, short_length: int) -> str:
@@ -102,13 +101,14 @@ class TokenWriter:
         ends = np.where(keep.any(axis=1), ids.shape[1] - np.argmax(keep[:, ::-1], axis=1), 0)
         return [row[:n] for row, n in zip(ids, ends.tolist(), strict=True)]
 
-    def encode(self, record: FineHARDRecord) -> bytes:
+    def encode(self, record: FineHARDRecord, record_json: bytes) -> bytes:
+        """``record_json``: the sample's ``{key}.json`` member, as written."""
         texts = record_texts(record, self.prefix)
         long_rows = self._rows([t for t, m in texts if m == "long"], "long")
         short_rows = iter(self._rows([t for t, m in texts if m == "short"], "short"))
         it_long = iter(long_rows)
         rows = [next(it_long) if m == "long" else next(short_rows) for _, m in texts]
-        crc = texts_crc([t for t, _ in texts])
+        crc = zlib.crc32(record_json)
         head = [len(rows), crc >> 16, crc & 0xFFFF, *(len(r) for r in rows)]
         arr = np.concatenate([np.asarray(head, dtype=np.int64), *rows]).astype(self.dtype)
         buf = io.BytesIO()
@@ -145,20 +145,20 @@ class SampleTokens:
     region_rows: list[int]   # row of each region's short_expr (long_expr is +1, negative j is +2+j)
 
 
-def read_tokens(data: bytes, record: FineHARDRecord, prefix: str, long_length: int,
+def read_tokens(data: bytes, record_json: bytes, record: FineHARDRecord, long_length: int,
                 short_length: int) -> SampleTokens:
-    """Parse a ``{key}.tok.npy`` member against the sample's own record; ``TokensUnavailable`` when
-    it does not belong to these texts or these lengths."""
+    """Parse a ``{key}.tok.npy`` member against the sample's own ``{key}.json`` bytes and the record
+    read from them; ``TokensUnavailable`` when it was not made from them or for these lengths."""
     arr = _load_npy(data)
     if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size < _HEADER:
         raise TokensUnavailable(f"{TOKENS_EXT} is not a 1-d integer array")
     n = int(arr[0])
-    texts = record_texts(record, prefix)
-    if n != len(texts) or arr.size < _HEADER + n:
-        raise TokensUnavailable(f"{TOKENS_EXT} has {n} rows, the record has {len(texts)} texts")
+    want = num_rows(record)
+    if n != want or arr.size < _HEADER + n:
+        raise TokensUnavailable(f"{TOKENS_EXT} has {n} rows, the record has {want} texts")
     head = arr[:_HEADER + n].tolist()   # plain ints: a few numpy calls per sample cost more than the rows
-    if (head[1] << 16 | head[2]) != texts_crc([t for t, _ in texts]):
-        raise TokensUnavailable(f"{TOKENS_EXT} was made from other texts than the record's")
+    if (head[1] << 16 | head[2]) != zlib.crc32(record_json):
+        raise TokensUnavailable(f"{TOKENS_EXT} was made from another record than this sample's json")
     lens = head[_HEADER:]
     if arr.size != _HEADER + n + sum(lens) or (n and (min(lens) < 0 or lens[0] > long_length
                                                       or (n > 1 and max(lens[1:]) > short_length))):

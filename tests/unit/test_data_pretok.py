@@ -88,7 +88,7 @@ def test_every_stored_row_equals_the_tokenizer(shard_sets, tok_dir):
     for u in shard_urls(url):
         for raw in iter_tar_samples(u):
             rec = record_from_raw(json.loads(raw["json"]))
-            t = read_tokens(raw[TOKENS_EXT], rec, PREFIX, 248, 77)
+            t = read_tokens(raw[TOKENS_EXT], raw["json"], rec, 248, 77)
             for r, (text, mode) in enumerate(record_texts(rec, PREFIX)):
                 want = tok.encode([text], mode)[0]
                 got = torch.full_like(want, tok.pad_token_id)
@@ -142,11 +142,18 @@ def test_stale_or_missing_member_falls_back_per_sample(shard_sets, tok_dir, capl
     with_ids, without = shard_sets
     raw = next(iter_tar_samples(shard_urls(with_ids)[1]))
     rec = record_from_raw(json.loads(raw["json"]))
-    rec.caption += " edited"
-    with pytest.raises(TokensUnavailable, match="other texts"):
-        read_tokens(raw[TOKENS_EXT], rec, PREFIX, 248, 77)
+    assert read_tokens(raw[TOKENS_EXT], raw["json"], rec, 248, 77).lens
+    edited = json.loads(raw["json"])
+    edited["caption"] += " edited"
+    with pytest.raises(TokensUnavailable, match="another record"):
+        read_tokens(raw[TOKENS_EXT], json.dumps(edited).encode(), record_from_raw(edited), 248, 77)
+    with pytest.raises(TokensUnavailable, match="rows"):
+        rec.bbox_info = rec.bbox_info[:-1]
+        read_tokens(raw[TOKENS_EXT], raw["json"], rec, 248, 77)
     with pytest.raises(TokensUnavailable):
-        read_tokens(b"not npy", rec, PREFIX, 248, 77)
+        read_tokens(b"not npy", raw["json"], rec, 248, 77)
+    with pytest.raises(TokensUnavailable, match="lengths"):
+        read_tokens(raw[TOKENS_EXT], raw["json"], record_from_raw(json.loads(raw["json"])), 248, 3)
     tok = load_tokenizer(tok_dir)
     loader = FineHARDLoader(with_ids, tok, PROC, _cfg())
     loader.tokens = {**loader.tokens, "member": "missing.npy"}   # every sample misses its ids
