@@ -104,7 +104,7 @@ def owned_shards(num_shards: int, rank: int, world_size: int, worker: int, num_w
 @dataclass
 class _Sample:
     key: str
-    pixels: Any   # [S, S, 3] uint8 array (normalised per batch in collate), or [3, S, S] float32 from the processor
+    pixels: Any   # resized RGB PIL image (normalised per batch in collate), or [3, S, S] float32 from the processor
     record: FineHARDRecord
     region_texts: list[str]
     region_pick: list[int]              # per region: 0 = short_expr's ids, 1 = long_expr's
@@ -352,7 +352,7 @@ class _WorkerStream:
         except RecordError as e:
             raise _BadSample(e.reason.value, e.detail) from e
         norm = self.loader.normalizer
-        pixels = norm.to_uint8(decoded.image) if norm is not None else self.loader.processor.preprocess_one(decoded.image)
+        pixels = norm.resized(decoded.image) if norm is not None else self.loader.processor.preprocess_one(decoded.image)
         rng = random.Random(self._seed("sample", block, position))
         texts, picks = self._region_texts(record, rng)
         return _Sample(raw["__key__"], pixels, record, texts, picks, self._tokens(raw, record))

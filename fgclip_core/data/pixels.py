@@ -3,9 +3,9 @@
 ``ImageProcessor.preprocess_one`` turns each image into float32 with four numpy passes (uint8 ->
 float, x 1/255, - mean, / std over a trailing channel axis of 3, then a transposing copy): ~1.2 ms
 per 224 x 224 image, a third of the decode itself. The loader's workers instead keep each
-resized image as a uint8 HWC array (``BatchNormalizer.to_uint8``) and collation normalises the
-whole batch at once in torch (``BatchNormalizer.__call__``): a transposing uint8 copy, one
-uint8 -> float32 copy, then the same three float32 operations in the same order (x float32(1/255), - mean, / std, each
+resized RGB image (``BatchNormalizer.resized``) and collation normalises the whole batch at once
+(``BatchNormalizer.__call__``): PIL packs each channel into a planar uint8 buffer, one uint8 ->
+float32 copy, then the same three float32 operations in the same order (x float32(1/255), - mean, / std, each
 exactly rounded), so the values are bit-identical to ``preprocess_one`` and to
 ``ImageProcessor.__call__`` (``tests/unit/test_data_pixels.py``).
 
@@ -47,8 +47,7 @@ class BatchNormalizer:
         self.scale = float(np.float32(1 / 255))   # exactly representable as float32: torch rounds to the same
         self.mean = torch.tensor(np.asarray(mean, dtype=np.float32)).view(1, 3, 1, 1)
         self.std = torch.tensor(np.asarray(std, dtype=np.float32)).view(1, 3, 1, 1)
-        self._hwc: np.ndarray | None = None   # uint8 staging buffers, reused batch after batch
-        self._chw: torch.Tensor | None = None
+        self._chw: np.ndarray | None = None   # uint8 staging buffer, reused batch after batch
 
     @classmethod
     def for_processor(cls, processor: Any) -> BatchNormalizer:
@@ -61,36 +60,46 @@ class BatchNormalizer:
         norm = cls(processor.size, cfg.image_mean, cfg.image_std)
         probe = np.random.default_rng(0).integers(0, 256, (norm.size, norm.size, 3), dtype=np.uint8)
         probe[0, :3] = [[0, 0, 0], [255, 255, 255], [1, 128, 254]]
-        want = processor.preprocess_one(Image.fromarray(probe, "RGB"))
-        if not torch.equal(norm([probe])[0], want):
+        image = Image.fromarray(probe, "RGB")
+        want = processor.preprocess_one(image)
+        if not (torch.equal(norm([probe])[0], want) and torch.equal(norm([norm.resized(image)])[0], want)):
             raise BatchNormalizerUnavailable("batch normalisation differs from preprocess_one on a probe image")
         return norm
 
-    def to_uint8(self, image: Image.Image) -> np.ndarray:
-        """``[S, S, 3]`` uint8: RGB, bicubic resize to the square size (as ``preprocess_one``)."""
+    def resized(self, image: Image.Image) -> Image.Image:
+        """RGB, bicubic resize to the square size (as ``preprocess_one``)."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         s = self.size
         if image.size != (s, s):
             image = image.resize((s, s), resample=Image.Resampling.BICUBIC)
-        return np.asarray(image)
+        return image
 
-    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """``[B, 3, S, S]`` float32, normalised, from ``[S, S, 3]`` uint8 arrays."""
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        """``[S, S, 3]`` uint8 of ``resized(image)``."""
+        return np.asarray(self.resized(image))
+
+    def __call__(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:
+        """``[B, 3, S, S]`` float32, normalised, from ``resized`` images or ``[S, S, 3]`` uint8 arrays."""
         if not images:
             return torch.empty(0, 3, self.size, self.size)
-        # Stack and transpose as uint8 (a quarter of the bytes) in buffers kept between batches (fresh
-        # memory costs a page fault per 4 KiB), then convert with copy_ (much faster than .to()).
-        n = len(images)
-        if self._hwc is None or self._hwc.shape[0] < n:
-            self._hwc = np.empty((n, self.size, self.size, 3), dtype=np.uint8)
-            self._chw = torch.empty((n, 3, self.size, self.size), dtype=torch.uint8)
-        hwc, chw = self._hwc[:n], self._chw[:n]
+        # Planar uint8 (a quarter of the bytes) in a buffer kept between batches, each channel written
+        # by PIL's own packer (no interleaved copy, no transpose), then converted with copy_ (much
+        # faster than .to()) and normalised in place.
+        n, s = len(images), self.size
+        if self._chw is None or self._chw.shape[0] < n:
+            self._chw = np.empty((n, 3, s, s), dtype=np.uint8)
+        chw = self._chw[:n]
         for i, im in enumerate(images):
-            hwc[i] = im
-        chw.copy_(torch.from_numpy(hwc).permute(0, 3, 1, 2))
-        x = _new_float32(tuple(chw.shape))
-        x.copy_(chw)
+            if isinstance(im, np.ndarray):
+                chw[i] = im.transpose(2, 0, 1)
+            else:
+                if im.mode != "RGB" or im.size != (s, s):
+                    raise ValueError(f"expected a {s}x{s} RGB image from resized(), got {im.mode} {im.size}")
+                for c, band in enumerate("RGB"):
+                    chw[i, c] = np.frombuffer(im.tobytes("raw", band), dtype=np.uint8).reshape(s, s)
+        x = _new_float32((n, 3, s, s))
+        x.copy_(torch.from_numpy(chw))
         x.mul_(self.scale)
         x.sub_(self.mean)
         x.div_(self.std)

@@ -29,8 +29,9 @@ def test_batch_equals_processor(kw):
     proc = ImageProcessor(**kw)
     norm = BatchNormalizer.for_processor(proc)
     images = _images(7)
-    got = norm([norm.to_uint8(im) for im in images])
+    got = norm([norm.resized(im) for im in images])   # what the loader hands over
     want = proc(images)
+    assert torch.equal(norm([norm.to_uint8(im) for im in images]), got)
     assert got.dtype == torch.float32 and got.shape == want.shape and got.is_contiguous()
     assert torch.allclose(got, want, rtol=0, atol=1e-6)
     assert torch.equal(got, want)   # same float32 operations in the same order: bit-identical
@@ -41,8 +42,10 @@ def test_extreme_values_and_empty():
     norm = BatchNormalizer.for_processor(proc)
     for v in (0, 1, 127, 254, 255):
         im = Image.new("RGB", (4, 4), (v, 255 - v, v))
-        assert torch.equal(norm([norm.to_uint8(im)]), proc([im]))
+        assert torch.equal(norm([norm.resized(im)]), proc([im]))
     assert norm([]).shape == (0, 3, 4, 4)
+    with pytest.raises(ValueError, match="RGB"):
+        norm([Image.new("RGB", (5, 4))])
 
 
 def test_other_processors_are_refused():
