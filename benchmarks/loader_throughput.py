@@ -148,8 +148,9 @@ def main() -> None:
               "box, in-process, best of runs): per-batch normalisation ~0.15 ms (uint8 stack + transpose, one torch "
               "pass per op), JSON + record ~0.08 ms, stored token ids ~0.04 ms to read and ~0.08 ms to place with "
               "boxes and masks, tar reading + shuffle ~0.06 ms (plain-ustar fast reader), other per-sample Python "
-              "~0.05 ms. Tokenising on the fly (--no-pretokenise) adds ~0.2 ms. With workers, the float32 batch is "
-              "made in shared memory, so handing it to the main process copies nothing.")
+              "~0.05 ms. Tokenising on the fly (--no-pretokenise) adds ~0.2 ms. With workers, each batch is made in shared "
+              "memory (one storage per dtype), so handing it to the main process copies nothing; the main "
+              "process still spends ~0.2 ms/sample receiving it, which competes with the workers on a 2-core box.")
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,7 @@ from fgclip_core.data.config import LoaderConfig, ReadConfig, ValidationConfig
 from fgclip_core.data.errors import RecordError
 from fgclip_core.data.images import decode_image
 from fgclip_core.data.io import record_from_raw
-from fgclip_core.data.pixels import BatchNormalizer, BatchNormalizerUnavailable
+from fgclip_core.data.pixels import BatchNormalizer, BatchNormalizerUnavailable, new_batch_tensors
 from fgclip_core.data.pretok import (
     TOKENS_FORMAT,
     TOKENS_VERSION,
@@ -592,13 +592,17 @@ class FineHARDLoader:
         pad = int(self.tokenizer.pad_token_id)
         stored = [s.tokens for s in samples]
         flat = _Rows.concat(stored)
-        long_ids = _Rows(self, (B, cfg.long_length), "long", pad, stored, flat)
-        short_ids = _Rows(self, (B, S), "short", pad, stored, flat)
-        box_ids = _Rows(self, (B, K, S), "short", pad, stored, flat)
-        hard_ids = _Rows(self, (B, K, 1 + N, S), "short", pad, stored, flat)
-        box_xyxy = torch.zeros(B * K, 4, dtype=torch.float32)
-        box_mask = torch.zeros(B * K, dtype=torch.bool)
-        hard_mask = torch.zeros(B * K * (1 + N), dtype=torch.bool)
+        # One storage per dtype (shared memory in a worker): fewer file descriptors to hand over per batch.
+        ids = new_batch_tensors(torch.int64, [(B, cfg.long_length), (B, S), (B, K, S), (B, K, 1 + N, S)])
+        long_ids = _Rows(self, ids[0], "long", pad, stored, flat)
+        short_ids = _Rows(self, ids[1], "short", pad, stored, flat)
+        box_ids = _Rows(self, ids[2], "short", pad, stored, flat)
+        hard_ids = _Rows(self, ids[3], "short", pad, stored, flat)
+        (box_xyxy,) = new_batch_tensors(torch.float32, [(B * K, 4)])
+        box_xyxy.zero_()
+        box_mask, hard_mask = new_batch_tensors(torch.bool, [(B * K,), (B * K * (1 + N),)])
+        box_mask.zero_()
+        hard_mask.zero_()
         boxes: list[list[float]] = []
         box_slots: list[int] = []    # flat b * K + k
         hard_slots: list[int] = []   # flat (b * K + k) * (1 + N) + j
@@ -639,11 +643,12 @@ class _Rows:
     """A padded id tensor filled row by row: from a sample's stored ids (``data.pretok``) when it has
     them, else from its text, all texts of the batch tokenised in one call."""
 
-    def __init__(self, loader: FineHARDLoader, shape: tuple[int, ...], mode: Literal["long", "short"], pad: int,
+    def __init__(self, loader: FineHARDLoader, out: torch.Tensor, mode: Literal["long", "short"], pad: int,
                  stored: list[SampleTokens | None], flat: tuple[np.ndarray, list[int]]) -> None:
-        self.loader, self.shape, self.mode = loader, shape, mode
-        self.out = np.full(shape, pad, dtype=np.int64)
-        self.length = shape[-1]
+        self.loader, self.mode, self.tensor = loader, mode, out
+        self.out = out.numpy()
+        self.out.fill(pad)
+        self.length = out.shape[-1]
         self.all_ids, self.offsets = flat
         self.stored = stored
         self.texts: list[str] = []
@@ -696,7 +701,7 @@ class _Rows:
             src = np.repeat(np.asarray(self.src, dtype=np.int64) - cum, lens) + step
             dst = np.repeat(np.asarray(self.dst, dtype=np.int64) * self.length - cum, lens) + step
             self.out.reshape(-1)[dst] = self.all_ids[src]
-        return torch.from_numpy(self.out)
+        return self.tensor
 
 
 def build_loader(source: str, checkpoint_dir: str, config: LoaderConfig | None = None, *, rank: int = 0,

@@ -27,14 +27,22 @@ from PIL import Image
 from torch.utils.data import get_worker_info
 
 
-def _new_float32(shape: tuple[int, ...]) -> torch.Tensor:
-    """A new float32 tensor; inside a DataLoader worker it is made in shared memory (as torch's own
-    ``default_collate`` does), so handing the batch to the main process copies nothing."""
+def new_batch_tensors(dtype: torch.dtype, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+    """New contiguous tensors of ``shapes``, all views of one storage; inside a DataLoader worker that
+    storage is made in shared memory (as torch's own ``default_collate`` does), so handing the batch to
+    the main process copies nothing and passes one file descriptor for all of them."""
+    sizes = [math.prod(s) for s in shapes]
+    total = sum(sizes)
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
-    proto = torch.empty(0, dtype=torch.float32)
-    storage = proto._typed_storage()._new_shared(math.prod(shape), device="cpu")
-    return proto.new(storage).resize_(shape)
+        flat = torch.empty(total, dtype=dtype)
+    else:
+        proto = torch.empty(0, dtype=dtype)
+        flat = proto.new(proto._typed_storage()._new_shared(total, device="cpu")).resize_(total)
+    out, at = [], 0
+    for shape, n in zip(shapes, sizes, strict=True):
+        out.append(flat[at:at + n].view(shape))
+        at += n
+    return out
 
 
 class BatchNormalizerUnavailable(ValueError):
@@ -98,7 +106,7 @@ class BatchNormalizer:
                     raise ValueError(f"expected a {s}x{s} RGB image from resized(), got {im.mode} {im.size}")
                 for c, band in enumerate("RGB"):
                     chw[i, c] = np.frombuffer(im.tobytes("raw", band), dtype=np.uint8).reshape(s, s)
-        x = _new_float32((n, 3, s, s))
+        (x,) = new_batch_tensors(torch.float32, [(n, 3, s, s)])
         x.copy_(torch.from_numpy(chw))
         x.mul_(self.scale)
         x.sub_(self.mean)
