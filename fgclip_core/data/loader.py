@@ -3,11 +3,15 @@
 Splitting: logical worker ``w`` of rank ``r`` (of ``R`` ranks and ``W`` workers) owns the shards
 ``i`` with ``i % (R*W) == r*W + w``; fewer shards than ``R*W`` is an error (a worker would starve).
 ``mode="shuffle"`` walks the owned shards once per epoch in a seeded order; ``mode="resample"``
-draws owned shards with replacement, endlessly. Samples pass a seeded shuffle buffer, are decoded
-(``images.decode_image``), resized to uint8 and collated into batches inside the worker, where the
-whole batch is normalised at once (``data.pixels``, bit-identical to ``ImageProcessor.preprocess_one``,
-which is used per image for any other processor); texts are tokenised once per batch (``FGCLIPTokenizer.encode``, behind the
-exact word cache of ``data.tokens`` when the tokenizer is CLIP's).
+draws owned shards with replacement, endlessly. Tar members are read by a plain-ustar fast reader
+(``tarfile`` takes over on anything else). Samples pass a seeded shuffle buffer, are decoded
+(``images.decode_image``), resized and collated into batches inside the worker, where the whole
+batch is normalised at once (``data.pixels``, bit-identical to ``ImageProcessor.preprocess_one``,
+which is used per image for any other processor). Token ids come from the shards when they were
+built with ``--tokenizer`` and the manifest's fingerprint is this loader's (``data.pretok``);
+otherwise texts are tokenised once per batch (``FGCLIPTokenizer.encode``, behind the exact word
+cache of ``data.tokens`` when the tokenizer is CLIP's), and a fingerprint mismatch is logged once
+at WARNING.
 
 Determinism: every random choice comes from RNGs seeded by (seed, epoch, rank, logical worker)
 and, per sample, its stream position. The torch DataLoader returns worker batches round-robin;
