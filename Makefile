@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps $(OPEN_CLIP_WHEEL)
+	# Compile DeepSpeed's CPU shared-memory comm op once here (about 30 s), not inside the first
+	# multi-process training run where every rank would race to build and load it.
+	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()"
 	@touch $(STAMP)
 
 install: $(STAMP)
