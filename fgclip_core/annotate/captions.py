@@ -12,7 +12,6 @@ Backends (all behind :class:`Captioner`):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from fgclip_core.annotate.backends.openai_compat import (
 )
 from fgclip_core.annotate.config import CaptionConfig, EndpointConfig
 from fgclip_core.annotate.images import LoadedImage
+from fgclip_core.annotate.metadata_file import iter_metadata_rows
 from fgclip_core.storage import filesystem, join
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -83,23 +83,7 @@ class SidecarCaptioner:
     @staticmethod
     def _read_meta(url: str) -> dict[str, dict[str, Any]]:
         """One JSONL file, or every ``*.jsonl`` in a folder (e.g. the ``records/`` of an earlier run)."""
-        fs, p = filesystem(url)
-        files = sorted(fs.glob(p.rstrip("/") + "/*.jsonl")) if fs.isdir(p) else [p]
-        out: dict[str, dict[str, Any]] = {}
-        for path in files:
-            with fs.open(path, "rt") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                        key = row.get("file_name") or row.get("f_path")
-                    except (json.JSONDecodeError, AttributeError) as e:
-                        raise ValueError(f"{path}:{n}: not a JSON object: {e}") from e
-                    if not isinstance(key, str):
-                        raise ValueError(f"{path}:{n}: needs a 'file_name' or 'f_path' string")
-                    out[key] = row
-        return out
+        return {m.key: m.row for m in iter_metadata_rows(url)}
 
     def _prov(self, source: str) -> dict[str, Any]:
         return {"backend": "sidecar", "model": source, "prompt_version": "none"}

@@ -22,7 +22,6 @@ raises ``ValueError`` naming the file and line (as the sidecar captioner does), 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +29,8 @@ from typing import Any
 from fgclip_core.annotate.boxes import clip_box
 from fgclip_core.annotate.captions import split_sentences
 from fgclip_core.annotate.config import AnnotateConfig, BoxConfig
+from fgclip_core.annotate.metadata_file import iter_metadata_rows
 from fgclip_core.data.records import Region
-from fgclip_core.storage import filesystem
 
 BACKEND = "metadata"
 
@@ -93,30 +92,18 @@ def parse_regions(value: Any) -> tuple[GivenRegion, ...]:
 
 def read_entries(url: str) -> dict[str, Entry]:
     """One JSONL file, or every ``*.jsonl`` in a folder; keyed by ``file_name`` / ``f_path``."""
-    fs, p = filesystem(url)
-    files = sorted(fs.glob(p.rstrip("/") + "/*.jsonl")) if fs.isdir(p) else [p]
     out: dict[str, Entry] = {}
-    for path in files:
-        with fs.open(path, "rt") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    key = row.get("file_name") or row.get("f_path")
-                except (json.JSONDecodeError, AttributeError) as e:
-                    raise ValueError(f"{path}:{n}: not a JSON object: {e}") from e
-                if not isinstance(key, str):
-                    raise ValueError(f"{path}:{n}: needs a 'file_name' or 'f_path' string")
-                if key in out:
-                    first = out[key]
-                    out[key] = Entry(path, n, error=f"{path}:{n}: a second line for {key} "
-                                                    f"(the first is {first.file}:{first.line})")
-                    continue
-                try:
-                    out[key] = Entry(path, n, parse_regions(row.get("regions", row.get("bbox_info"))))
-                except ValueError as e:
-                    out[key] = Entry(path, n, error=f"{path}:{n}: {key}: {e}")
+    for m in iter_metadata_rows(url):
+        path, n, key = m.file, m.line, m.key
+        if key in out:
+            first = out[key]
+            out[key] = Entry(path, n, error=f"{path}:{n}: a second line for {key} "
+                                            f"(the first is {first.file}:{first.line})")
+            continue
+        try:
+            out[key] = Entry(path, n, parse_regions(m.row.get("regions", m.row.get("bbox_info"))))
+        except ValueError as e:
+            out[key] = Entry(path, n, error=f"{path}:{n}: {key}: {e}")
     return out
 
 

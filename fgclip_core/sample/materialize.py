@@ -15,7 +15,6 @@ and is idempotent: a second call copies nothing and rewrites nothing that is alr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from typing import Any
 from PIL import Image
 
 from fgclip_core.data.records import FineHARDRecord, Region
+from fgclip_core.hashing import sha256_file
 
 ANNOTATIONS_RESOURCE = "annotations.json"
 SAMPLE_FORMAT = "fgclip-sample/1"
@@ -178,16 +178,8 @@ def locate_source(source: SampleSource) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _same_file(a: Path, b: Path) -> bool:
-    return b.is_file() and a.stat().st_size == b.stat().st_size and _sha256(a) == _sha256(b)
+    return b.is_file() and a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> None:

@@ -9,7 +9,6 @@ skipped with a warning when resuming and the previous one is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fgclip_core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +40,12 @@ def step_of(tag: str) -> int:
     return int(m.group(1))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_marker(tag_dir: Path, step: int) -> None:
     """Rank 0, after a barrier: checksum every file, then atomically publish the marker."""
     files = {}
     for p in sorted(tag_dir.rglob("*")):
         if p.is_file() and p.name != MARKER and not p.name.endswith(".tmp"):
-            files[str(p.relative_to(tag_dir))] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+            files[str(p.relative_to(tag_dir))] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
     tmp = tag_dir / (MARKER + ".tmp")
     with tmp.open("w") as f:
         json.dump({"step": step, "files": files}, f, indent=1)
@@ -91,7 +84,7 @@ def verify(tag_dir: Path) -> str | None:
             return f"missing file {rel}"
         if p.stat().st_size != info["size"]:
             return f"{rel}: size {p.stat().st_size} != {info['size']}"
-        if _sha256(p) != info["sha256"]:
+        if sha256_file(p) != info["sha256"]:
             return f"{rel}: checksum mismatch"
     return None
 
