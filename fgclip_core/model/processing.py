@@ -42,7 +42,7 @@ class TokenizerError(RuntimeError):
 
 
 # ---- tokenizer ---------------------------------------------------------------------------------
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte -> printable character table (every byte gets a visible stand-in)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
@@ -74,7 +74,7 @@ def clip_vocab_and_merges(bpe_path: Path | None = None) -> tuple[dict[str, int],
     with gzip.open(path, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     merges = lines[1:NUM_MERGES + 1]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(tokens)}, merges

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata, resources
 from importlib.util import find_spec
@@ -28,6 +26,7 @@ from typing import Any
 
 from PIL import Image
 
+from fgclip_core.data.atomic import atomic_open
 from fgclip_core.data.records import FineHARDRecord, Region
 from fgclip_core.hashing import sha256_file
 
@@ -37,7 +36,6 @@ IMAGES_DIRNAME = "images"
 ANNOTATIONS_FILENAME = "annotations.jsonl"
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_FILE_MODE = 0o644  # mkstemp creates 0600 files; the copies are ordinary readable data
 
 
 class SampleSourceError(FileNotFoundError):
@@ -183,29 +181,13 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(str(dest)) as f:
+        f.write(data)
 
 
 def _copy_image(src: Path, dest: Path) -> None:
-    if _same_file(src, dest):
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if not _same_file(src, dest):
+        _atomic_write_bytes(dest, src.read_bytes())
 
 
 def _check_size(path: Path, entry: _Entry) -> None:

@@ -10,6 +10,7 @@ import webdataset as wds
 from fgclip_core.data.config import LoaderConfig
 from fgclip_core.data.loader import FineHARDLoader, StarvationError, build_loader
 from fgclip_core.model.processing import ImageProcessor, load_tokenizer
+from tests.loader_helpers import take
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +24,6 @@ def _cfg(**kw):
     base = {"batch_size": 2, "num_workers": 2, "shuffle_buffer": 3, "seed": 3}
     base.update(kw)
     return LoaderConfig(**base)
-
-
-def _take(loader, n):
-    out = []
-    for b in loader:
-        out.append(b)
-        if len(out) == n:
-            break
-    return out
 
 
 def _sig(batches):
@@ -65,14 +57,14 @@ def test_real_tokenizer_batches(sample_shards, tiny_checkpoint_dir, sample_set):
 @pytest.mark.parametrize("cut", [3, 4])   # odd and even cut points exercise the worker round-robin
 def test_two_workers_deterministic_and_resumable(sample_shards, parts, cut):
     tok, proc = parts
-    full = _take(FineHARDLoader(sample_shards.url, tok, proc, _cfg()), 8)
-    again = _take(FineHARDLoader(sample_shards.url, tok, proc, _cfg()), 8)
+    full = take(FineHARDLoader(sample_shards.url, tok, proc, _cfg()), 8)
+    again = take(FineHARDLoader(sample_shards.url, tok, proc, _cfg()), 8)
     assert _sig(full) == _sig(again)
     first = FineHARDLoader(sample_shards.url, tok, proc, _cfg())
-    head = _take(first, cut)
+    head = take(first, cut)
     resumed = FineHARDLoader(sample_shards.url, tok, proc, _cfg())
     resumed.load_state_dict(first.state_dict())
-    tail = _take(resumed, 8 - cut)
+    tail = take(resumed, 8 - cut)
     assert _sig(head + tail) == _sig(full)
 
 
@@ -83,7 +75,7 @@ def test_two_workers_shuffle_epoch_covers_all_once_and_resumes(sample_shards, pa
     keys = [k for b in full for k in b.keys]
     assert len(keys) == len(set(keys)) == sample_shards.manifest.total_samples
     first = FineHARDLoader(sample_shards.url, tok, proc, cfg)
-    head = _take(first, 3)
+    head = take(first, 3)
     resumed = FineHARDLoader(sample_shards.url, tok, proc, cfg)
     resumed.load_state_dict(first.state_dict())
     assert _sig(head + list(resumed)) == _sig(full)

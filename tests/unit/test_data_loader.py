@@ -18,6 +18,7 @@ from fgclip_core.data.pipeline import build_shards
 from fgclip_core.data.shards import ShardInfo, write_manifest
 from fgclip_core.model.processing import ImageProcessor
 from tests.fixtures.data import image_bytes, make_record, write_images, write_jsonl
+from tests.loader_helpers import take
 
 torch.set_num_threads(1)
 
@@ -60,15 +61,6 @@ def _cfg(**kw):
     base = {"batch_size": 2, "num_workers": 0, "shuffle_buffer": 4, "seed": 7}
     base.update(kw)
     return LoaderConfig(**base)
-
-
-def _take(loader, n):
-    out = []
-    for b in loader:
-        out.append(b)
-        if len(out) == n:
-            break
-    return out
 
 
 def test_batches_put_boxes_and_negatives_in_place(shards):
@@ -129,10 +121,10 @@ def _same(a, b):
 
 def test_deterministic_given_seed_and_epoch(shards):
     url, _ = shards
-    a = _take(FineHARDLoader(url, TOK, PROC, _cfg()), 8)
-    b = _take(FineHARDLoader(url, TOK, PROC, _cfg()), 8)
-    c = _take(FineHARDLoader(url, TOK, PROC, _cfg(seed=8)), 8)
-    d = _take(FineHARDLoader(url, TOK, PROC, _cfg(), epoch=1), 8)
+    a = take(FineHARDLoader(url, TOK, PROC, _cfg()), 8)
+    b = take(FineHARDLoader(url, TOK, PROC, _cfg()), 8)
+    c = take(FineHARDLoader(url, TOK, PROC, _cfg(seed=8)), 8)
+    d = take(FineHARDLoader(url, TOK, PROC, _cfg(), epoch=1), 8)
     assert _same(a, b)
     assert [x.keys for x in a] != [x.keys for x in c]
     assert [x.keys for x in a] != [x.keys for x in d]
@@ -141,13 +133,13 @@ def test_deterministic_given_seed_and_epoch(shards):
 @pytest.mark.parametrize("mode", ["resample", "shuffle"])
 def test_resume_equals_tail_of_uninterrupted_stream(shards, mode):
     url, _ = shards
-    full = _take(FineHARDLoader(url, TOK, PROC, _cfg(mode=mode)), 6)
+    full = take(FineHARDLoader(url, TOK, PROC, _cfg(mode=mode)), 6)
     first = FineHARDLoader(url, TOK, PROC, _cfg(mode=mode))
-    head = _take(first, 3)
+    head = take(first, 3)
     state = json.loads(json.dumps(first.state_dict()))   # survives a JSON checkpoint
     resumed = FineHARDLoader(url, TOK, PROC, _cfg(mode=mode))
     resumed.load_state_dict(state)
-    tail = _take(resumed, 3)
+    tail = take(resumed, 3)
     assert _same(head + tail, full)
 
 
@@ -225,15 +217,15 @@ def test_resume_rereads_at_most_one_block(shards, monkeypatch):
 
     url, _ = shards
     cfg = _cfg(resume_block_shards=1, shuffle_buffer=2)
-    full = _take(FineHARDLoader(url, TOK, PROC, cfg), 13)
+    full = take(FineHARDLoader(url, TOK, PROC, cfg), 13)
     first = FineHARDLoader(url, TOK, PROC, cfg)
-    _take(first, 12)
+    take(first, 12)
     opened = []
     real = loader_mod.iter_tar_samples
     monkeypatch.setattr(loader_mod, "iter_tar_samples", lambda u, fs=None: (opened.append(u), real(u, fs))[1])
     resumed = FineHARDLoader(url, TOK, PROC, cfg)
     resumed.load_state_dict(first.state_dict())
-    nxt = _take(resumed, 1)
+    nxt = take(resumed, 1)
     assert _same(nxt, full[12:])
     assert 1 <= len(opened) <= 3   # not the 12+ shards read before the cut
 

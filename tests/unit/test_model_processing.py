@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from fgclip_core.model import ImageProcessor, TokenizerError, load_tokenizer
-from fgclip_core.model.processing import _bytes_to_unicode, clip_vocab_and_merges
+from fgclip_core.model.processing import bytes_to_unicode, clip_vocab_and_merges
 
 SAMPLES = [
     "a photo of a cat",
@@ -36,7 +36,7 @@ class ReferenceBPE:
     def __init__(self) -> None:
         self.encoder, merges = clip_vocab_and_merges()
         self.ranks = {tuple(m.split()): i for i, m in enumerate(merges)}
-        self.byte_encoder = _bytes_to_unicode()
+        self.byte_encoder = bytes_to_unicode()
 
     def bpe(self, token: str) -> list[str]:
         word = [*token[:-1], token[-1] + "</w>"]

@@ -12,25 +12,13 @@ from pathlib import Path
 import torch
 
 from fgclip_core.annotate.lexicon import load_lexicon
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable-unicode table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+from fgclip_core.model.processing import bytes_to_unicode
 
 
 def _char_clip_tokenizer():
     from transformers import CLIPTokenizer
 
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = len(vocab)
