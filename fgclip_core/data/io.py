@@ -146,11 +146,15 @@ def key_from_path(f_path: str) -> str:
     return _KEY_SAFE.sub("_", stem.strip("/")) or "_"
 
 
-def _text(value: Any, where: str, *, required: bool = True) -> str:
+def _text(value: Any, where: str, field: str = "", *, required: bool = True) -> str:
+    """``value`` if it is text; ``where`` + ``field`` name it in the error (joined only then: this runs
+    for every text of every record the loader reads)."""
+    if type(value) is str:
+        return value
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        raise RecordError(Reason.FIELD_NOT_TEXT, f"{where} is {type(value).__name__}, not text")
+        raise RecordError(Reason.FIELD_NOT_TEXT, f"{where}{field} is {type(value).__name__}, not text")
     return value
 
 
@@ -170,10 +174,13 @@ def _negatives(value: Any, where: str) -> list[str]:
         values = value
     else:
         raise RecordError(Reason.RECORD_MALFORMED, f"{where} is {type(value).__name__}, not a list or dict")
-    return [_text(v, f"{where}[{i}]") for i, v in enumerate(values)]
+    if all(type(v) is str for v in values):
+        return list(values)
+    return [_text(v, where, f"[{i}]") for i, v in enumerate(values)]
 
 
-def _region(raw: Any, where: str) -> Region:
+def _region(raw: Any, index: int) -> Region:
+    where = f"bbox_info[{index}]"
     if not isinstance(raw, dict):
         raise RecordError(Reason.RECORD_MALFORMED, f"{where} is {type(raw).__name__}, not an object")
     bbox = raw.get("bbox")
@@ -196,10 +203,10 @@ def _region(raw: Any, where: str) -> Region:
         raise RecordError(Reason.RECORD_MALFORMED, f"{where}.provenance must be an object")
     return Region(
         bbox=[float(v) for v in bbox[:4]],
-        short_expr=_text(raw.get("short_expr"), f"{where}.short_expr"),
-        long_expr=_text(raw.get("long_expr"), f"{where}.long_expr", required=False),
+        short_expr=_text(raw.get("short_expr"), where, ".short_expr"),
+        long_expr=_text(raw.get("long_expr"), where, ".long_expr", required=False),
         flag_short_neg=int(flag),
-        short_expr_negs=_negatives(raw.get("short_expr_negs"), f"{where}.short_expr_negs"),
+        short_expr_negs=_negatives(raw.get("short_expr_negs"), where + ".short_expr_negs"),
         score=None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score),
         provenance=prov,
     )
@@ -243,7 +250,7 @@ def record_from_raw(raw: Any, cfg: ReadConfig | None = None) -> FineHARDRecord:
         f_path=f_path,
         caption=_text(raw.get("caption"), "caption"),
         short_caption=_text(raw.get("short_caption"), "short_caption"),
-        bbox_info=[_region(r, f"bbox_info[{i}]") for i, r in enumerate(bbox_info)],
+        bbox_info=[_region(r, i) for i, r in enumerate(bbox_info)],
         width=_dimension(raw.get("width"), "width"),
         height=_dimension(raw.get("height"), "height"),
         provenance=prov,

@@ -6,8 +6,9 @@ Splitting: logical worker ``w`` of rank ``r`` (of ``R`` ranks and ``W`` workers)
 draws owned shards with replacement, endlessly. Tar members are read by a plain-ustar fast reader
 (``tarfile`` takes over on anything else). Samples pass a seeded shuffle buffer, are decoded
 (``images.decode_image``), resized and collated into batches inside the worker, where the whole
-batch is normalised at once (``data.pixels``, bit-identical to ``ImageProcessor.preprocess_one``,
-which is used per image for any other processor). Token ids come from the shards when they were
+batch's pixels are packed as resized uint8 with the ``PixelNorm`` that the trainer applies on its
+device (``data.pixels``, bit-identical to ``ImageProcessor.preprocess_one``, which is used per image
+for any other processor). Token ids come from the shards when they were
 built with ``--tokenizer`` and the manifest's fingerprint is this loader's (``data.pretok``);
 otherwise texts are tokenised once per batch (``FGCLIPTokenizer.encode``, behind the exact word
 cache of ``data.tokens`` when the tokenizer is CLIP's), and a fingerprint mismatch is logged once
@@ -35,8 +36,9 @@ import os
 import random
 import tarfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -50,7 +52,7 @@ from fgclip_core.data.config import LoaderConfig, ReadConfig, ValidationConfig
 from fgclip_core.data.errors import RecordError
 from fgclip_core.data.images import decode_image
 from fgclip_core.data.io import record_from_raw
-from fgclip_core.data.pixels import BatchNormalizer, BatchNormalizerUnavailable, new_batch_tensors
+from fgclip_core.data.pixels import PixelBatcher, PixelBatcherUnavailable, PixelNorm, new_batch_tensors
 from fgclip_core.data.pretok import (
     TOKENS_FORMAT,
     TOKENS_VERSION,
@@ -108,11 +110,12 @@ def owned_shards(num_shards: int, rank: int, world_size: int, worker: int, num_w
 @dataclass
 class _Sample:
     key: str
-    pixels: Any   # resized RGB PIL image (normalised per batch in collate), or [3, S, S] float32 from the processor
+    pixels: torch.Tensor | None   # [3, S, S] float32 from the processor; None: packed into the batch's uint8 rows
     record: FineHARDRecord
     region_texts: list[str]
     region_pick: list[int]              # per region: 0 = short_expr's ids, 1 = long_expr's
     tokens: SampleTokens | None = None  # stored ids (pre-tokenised shards), else tokenised in collate
+    image_bytes: bytes = b""            # the encoded image until _decode has used it
 
 
 @dataclass
@@ -183,13 +186,13 @@ def _fast_members(fh: Any) -> Iterator[tuple[str, bytes]]:
             prefix = h[345:500].split(b"\0", 1)[0]
             if prefix:
                 name = prefix.decode("utf-8", "surrogateescape") + "/" + name
-        padded = size + (-size % _TAR_BLOCK)
-        data = fh.read(padded) if padded else b""
-        if len(data) != padded:
+        pad = -size % _TAR_BLOCK
+        data = fh.read(size) if size else b""   # the member exactly: no second copy without its padding
+        if len(data) != size or (pad and len(fh.read(pad)) != pad):
             raise _NotPlain("short data")
         if kind == b"5" or name.endswith("/"):
             continue
-        yield name, data[:size] if padded != size else data
+        yield name, data
 
 
 def _tar_members(fs: Any, path: str) -> Iterator[tuple[str, bytes]]:
@@ -249,6 +252,8 @@ class _WorkerStream:
         self.fs: Any = None   # made in the worker process that reads (s3fs clients are not fork-safe)
         self.validation = ValidationConfig()
         self.read_cfg = ReadConfig(strip_prefixes=[])
+        self.pixels: torch.Tensor | None = None   # uint8 rows of the batch being filled (PixelBatcher.put)
+        self.at = (self.start_block, self.start_pos)   # (block, position) the stream has reached
 
     def _seed(self, *extra: Any) -> int:
         return derive_seed(self.cfg.seed, self.epoch, self.loader.rank, self.worker, *extra)
@@ -339,7 +344,8 @@ class _WorkerStream:
                             "the fly (logged once per worker)", self.worker, raw.get("__key__"), raw.get("__url__"), e)
             return None
 
-    def _sample(self, raw: dict[str, Any], block: int, position: int) -> _Sample:
+    def _parse(self, raw: dict[str, Any], block: int, position: int) -> _Sample:
+        """Stage 1 of a sample: record, region texts and token ids (no pixels yet)."""
         image = next((raw[e] for e in IMAGE_EXTS if e in raw), None)
         if image is None or "json" not in raw:
             raise _BadSample("sample_incomplete", f"has parts {sorted(k for k in raw if not k.startswith('__'))}")
@@ -349,45 +355,83 @@ class _WorkerStream:
             raise _BadSample("record_malformed", f"json: {e}") from e
         except RecordError as e:
             raise _BadSample(e.reason.value, e.detail) from e
+        rng = random.Random(self._seed("sample", block, position))
+        texts, picks = self._region_texts(record, rng)
+        return _Sample(raw["__key__"], None, record, texts, picks, self._tokens(raw, record), image)
+
+    def _decode(self, sample: _Sample, slot: int) -> _Sample:
+        """Stage 2: decode the image; with the loader's ``PixelBatcher`` resize it straight into row ``slot``
+        of the batch being filled (``self.pixels``) and drop it, else keep the processor's float32 pixels."""
         size = self.loader.processor.size
         try:
-            decoded = decode_image(image, max_pixels=self.validation.max_pixels, min_side=1,
+            decoded = decode_image(sample.image_bytes, max_pixels=self.validation.max_pixels, min_side=1,
                                    draft_size=size if self.cfg.decode_draft else None)
         except RecordError as e:
             raise _BadSample(e.reason.value, e.detail) from e
-        norm = self.loader.normalizer
-        pixels = norm.resized(decoded.image) if norm is not None else self.loader.processor.preprocess_one(decoded.image)
-        rng = random.Random(self._seed("sample", block, position))
-        texts, picks = self._region_texts(record, rng)
-        return _Sample(raw["__key__"], pixels, record, texts, picks, self._tokens(raw, record))
+        sample.image_bytes = b""
+        batcher = self.loader.pixel_batcher
+        if batcher is None:
+            sample.pixels = self.loader.processor.preprocess_one(decoded.image)
+            return sample
+        if self.pixels is None:
+            self.pixels = batcher.new_batch(self.cfg.batch_size)
+        batcher.put(self.pixels, slot, decoded.image)
+        return sample
 
-    def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
-        B = self.cfg.batch_size
-        batch: list[_Sample] = []
-        block, position = self.start_block, self.start_pos
+    def _guarded(self, raw: dict[str, Any], stage: Callable[..., _Sample], *args: Any) -> _Sample | None:
+        """``stage(*args)``, or None with the sample counted and logged as bad: one sample never ends a run."""
+        try:
+            return stage(*args)
+        except _BadSample as e:
+            self._bad(raw, e.reason, e.detail)
+        except Exception as e:
+            self._bad(raw, "unexpected_error", f"{type(e).__name__}: {e}")
+        return None
+
+    def _positioned(self) -> Iterator[tuple[dict[str, Any], int, int]]:
+        """(raw sample, block, position in block) after the resume point; ``self.at`` follows the stream."""
         for block, shards in self._blocks():
             skip = self.start_pos if block == self.start_block else 0
             position = 0
+            self.at = (block, 0)
             for raw in self._shuffled(block, shards):
                 position += 1
+                self.at = (block, position)
                 if position <= skip:   # replay up to the resume point without decoding
                     continue
-                try:
-                    batch.append(self._sample(raw, block, position - 1))
-                    self.counters.samples_ok += 1
-                except _BadSample as e:
-                    self._bad(raw, e.reason, e.detail)
-                    continue
-                except Exception as e:  # never let one sample kill a training run
-                    self._bad(raw, "unexpected_error", f"{type(e).__name__}: {e}")
-                    continue
-                if len(batch) == B:
-                    yield self.loader.collate(batch), self._meta(block, position)
-                    batch = []
-        if batch and not self.cfg.drop_last:
-            yield self.loader.collate(batch), self._meta(block, position)
+                yield raw, block, position - 1
+
+    def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
+        """Batches of the first ``batch_size`` good samples in stream order. Work is done in stages over the
+        samples a batch still needs (parse them all, then decode them all): each stage's code and data stay
+        in the CPU caches instead of being evicted by every image decode (~0.1 ms/sample on the dev box).
+        Exactly the missing number of samples is read each round, so positions match a sample-by-sample walk."""
+        B = self.cfg.batch_size
+        stream = self._positioned()
+        self.at = (self.start_block, self.start_pos)
+        done = False
+        while not done:
+            batch: list[_Sample] = []
+            while len(batch) < B and not done:
+                items = list(islice(stream, B - len(batch)))
+                done = len(items) < B - len(batch)
+                parsed: list[tuple[dict[str, Any], _Sample]] = []
+                for item in items:
+                    sample = self._guarded(item[0], self._parse, *item)
+                    if sample is not None:
+                        parsed.append((item[0], sample))
+                for raw, sample in parsed:
+                    if self._guarded(raw, self._decode, sample, len(batch)) is not None:
+                        batch.append(sample)
+                        self.counters.samples_ok += 1
+            if len(batch) == B or (batch and not self.cfg.drop_last):
+                yield self._collate(batch), self._meta(*self.at)
         # End marker: final position and counters (bad samples after the last batch included).
-        yield None, self._meta(block, position)
+        yield None, self._meta(*self.at)
+
+    def _collate(self, batch: list[_Sample]) -> TrainBatch:
+        pixels, self.pixels = self.pixels, None
+        return self.loader.collate(batch, None if pixels is None else pixels[:len(batch)])
 
     def _meta(self, block: int, position: int) -> dict[str, Any]:
         return {"worker": self.worker, "position": [block, position], "counters": self.counters.to_dict()}
@@ -418,7 +462,7 @@ class FineHARDLoader:
         self.cfg = config or LoaderConfig()
         self.tokenizer = self._text_encoder(tokenizer, self.cfg.fast_tokenizer)
         self.processor = image_processor
-        self.normalizer = self._batch_normalizer(image_processor)
+        self.pixel_batcher = self._pixel_batcher(image_processor)
         self.rank, self.world_size = rank, world_size
         self.manifest = manifest or read_manifest(source)
         self.tokens = self._stored_tokens(tokenizer)
@@ -466,10 +510,10 @@ class FineHARDLoader:
         return stored
 
     @staticmethod
-    def _batch_normalizer(processor: Processor) -> BatchNormalizer | None:
+    def _pixel_batcher(processor: Processor) -> PixelBatcher | None:
         try:
-            return BatchNormalizer.for_processor(processor)
-        except BatchNormalizerUnavailable as e:
+            return PixelBatcher.for_processor(processor)
+        except PixelBatcherUnavailable as e:
             log.info("loader: normalising images one by one with %s (%s)", type(processor).__name__, e)
             return None
 
@@ -585,12 +629,10 @@ class FineHARDLoader:
                              f"[{len(texts)}, {length}] (LoaderConfig.{mode}_length)")
         return ids
 
-    def _pixel_values(self, samples: list[_Sample]) -> torch.Tensor:
-        if self.normalizer is not None:
-            return self.normalizer([s.pixels for s in samples])
-        return torch.stack([s.pixels for s in samples])
 
-    def collate(self, samples: list[_Sample]) -> TrainBatch:
+    def collate(self, samples: list[_Sample], pixels: torch.Tensor | None = None) -> TrainBatch:
+        """A ``TrainBatch`` of ``samples``; ``pixels``: their uint8 rows, packed by ``PixelBatcher.put`` as they
+        were decoded (with the batcher), else each sample carries its float32 pixels."""
         cfg = self.cfg
         B, K, N, S = len(samples), cfg.max_boxes, cfg.num_negatives, cfg.short_length
         pad = int(self.tokenizer.pad_token_id)
@@ -636,8 +678,18 @@ class FineHARDLoader:
         if hard_slots:
             hard_mask[torch.tensor(hard_slots)] = True
         box_xyxy, box_mask, hard_mask = box_xyxy.view(B, K, 4), box_mask.view(B, K), hard_mask.view(B, K, 1 + N)
+        if self.pixel_batcher is not None:
+            if pixels is None or pixels.shape[0] != B:
+                raise ValueError(f"collate: {B} samples need their {B} packed pixel rows, got "
+                                 f"{None if pixels is None else tuple(pixels.shape)}")
+            norm: PixelNorm | None = self.pixel_batcher.norm
+        else:
+            per_image = [s.pixels for s in samples if s.pixels is not None]
+            if len(per_image) != B:
+                raise ValueError(f"collate: {B - len(per_image)} of {B} samples carry no pixels")
+            pixels, norm = torch.stack(per_image), None
         return TrainBatch(
-            pixel_values=self._pixel_values(samples),
+            pixel_values=pixels, pixel_norm=norm,
             long_input_ids=long_ids.done(), short_input_ids=short_ids.done(), box_xyxy=box_xyxy,
             box_mask=box_mask, box_input_ids=box_ids.done(), hardneg_input_ids=hard_ids.done(),
             hardneg_mask=hard_mask, keys=[s.key for s in samples])

@@ -1,30 +1,36 @@
-"""Per-batch image normalisation for the loader.
+"""Batched pixels for the loader: resized uint8 RGB, normalised where the model runs.
 
 ``ImageProcessor.preprocess_one`` turns each image into float32 with four numpy passes (uint8 ->
-float, x 1/255, - mean, / std over a trailing channel axis of 3, then a transposing copy): ~1.2 ms
-per 224 x 224 image, a third of the decode itself. The loader's workers instead keep each
-resized RGB image (``BatchNormalizer.resized``) and collation normalises the whole batch at once
-(``BatchNormalizer.__call__``): PIL packs each channel into a planar uint8 buffer, one uint8 ->
-float32 copy, then the same three float32 operations in the same order (x float32(1/255), - mean, / std, each
-exactly rounded), so the values are bit-identical to ``preprocess_one`` and to
-``ImageProcessor.__call__`` (``tests/unit/test_data_pixels.py``).
+float, x 1/255, - mean, / std, then a transposing copy): ~1.2 ms per 224 x 224 image, a third of
+the decode itself. The loader instead keeps each resized RGB image (``PixelBatcher.resized``) and
+collation packs the batch as planar uint8 ``[B, 3, S, S]`` (``PixelBatcher.__call__``: PIL writes
+each channel straight into the batch tensor, shared memory inside a DataLoader worker). The batch
+carries a ``PixelNorm`` and is normalised by ``TrainBatch.to(device)`` / ``TrainBatch.normalized()``
+on the device that runs the model: a quarter of the bytes cross the process boundary and the
+host-to-device copy, and the float work runs on the accelerator (as DALI/FFCV pipelines do).
+``PixelNorm`` applies the same float32 operations in the same order as ``preprocess_one`` (uint8 ->
+float32, x float32(1/255), - mean, / std, each exactly rounded), so the values are bit-identical
+(``tests/unit/test_data_pixels.py``).
 
-``BatchNormalizer.for_processor`` accepts only the project's ``ImageProcessor`` whose
+``PixelBatcher.for_processor`` accepts only the project's ``ImageProcessor`` whose
 ``preprocess_one`` is not overridden, reads its ``size`` / ``image_mean`` / ``image_std``, and
 checks itself against ``preprocess_one`` on a probe image; otherwise the loader calls the
-processor per image as before.
+processor per image and hands over float32 pixels, as before.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import get_worker_info
+
+_SCALE = float(np.float32(1 / 255))   # exactly representable as float32: torch rounds to the same
 
 
 def new_batch_tensors(dtype: torch.dtype, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -45,34 +51,57 @@ def new_batch_tensors(dtype: torch.dtype, shapes: Sequence[tuple[int, ...]]) -> 
     return out
 
 
-class BatchNormalizerUnavailable(ValueError):
+@dataclass(frozen=True)
+class PixelNorm:
+    """Turns resized uint8 RGB ``[B, 3, S, S]`` into model input: float32, x 1/255, - mean, / std."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B, 3, S, S]`` on ``pixels.device``, bit-identical to ``ImageProcessor.preprocess_one``."""
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"PixelNorm expects uint8 [B, 3, S, S] pixels, got {pixels.dtype} {tuple(pixels.shape)}")
+        x = pixels.to(torch.float32, memory_format=torch.contiguous_format)
+        x.mul_(_SCALE)
+        x.sub_(self._channel(self.mean, x.device))
+        x.div_(self._channel(self.std, x.device))
+        return x
+
+    @staticmethod
+    def _channel(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+        return torch.tensor(np.asarray(values, dtype=np.float32)).view(1, 3, 1, 1).to(device)
+
+
+class PixelBatcherUnavailable(ValueError):
     """The processor is not one whose preprocessing this class reproduces."""
 
 
-class BatchNormalizer:
+class PixelBatcher:
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         self.size = int(size)
-        self.scale = float(np.float32(1 / 255))   # exactly representable as float32: torch rounds to the same
-        self.mean = torch.tensor(np.asarray(mean, dtype=np.float32)).view(1, 3, 1, 1)
-        self.std = torch.tensor(np.asarray(std, dtype=np.float32)).view(1, 3, 1, 1)
-        self._chw: np.ndarray | None = None   # uint8 staging buffer, reused batch after batch
+        m, s = (tuple(float(v) for v in values) for values in (mean, std))
+        if len(m) != 3 or len(s) != 3:
+            raise ValueError(f"image_mean and image_std need 3 values each, got {m} and {s}")
+        self.norm = PixelNorm(m, s)  # type: ignore[arg-type]
 
     @classmethod
-    def for_processor(cls, processor: Any) -> BatchNormalizer:
+    def for_processor(cls, processor: Any) -> PixelBatcher:
         from fgclip_core.model.processing import ImageProcessor
 
         if not isinstance(processor, ImageProcessor) or \
                 type(processor).preprocess_one is not ImageProcessor.preprocess_one:
-            raise BatchNormalizerUnavailable(f"{type(processor).__name__} is not the plain ImageProcessor")
+            raise PixelBatcherUnavailable(f"{type(processor).__name__} is not the plain ImageProcessor")
         cfg = processor.config
-        norm = cls(processor.size, cfg.image_mean, cfg.image_std)
-        probe = np.random.default_rng(0).integers(0, 256, (norm.size, norm.size, 3), dtype=np.uint8)
+        batcher = cls(processor.size, cfg.image_mean, cfg.image_std)
+        probe = np.random.default_rng(0).integers(0, 256, (batcher.size, batcher.size, 3), dtype=np.uint8)
         probe[0, :3] = [[0, 0, 0], [255, 255, 255], [1, 128, 254]]
         image = Image.fromarray(probe, "RGB")
         want = processor.preprocess_one(image)
-        if not (torch.equal(norm([probe])[0], want) and torch.equal(norm([norm.resized(image)])[0], want)):
-            raise BatchNormalizerUnavailable("batch normalisation differs from preprocess_one on a probe image")
-        return norm
+        got = [batcher.norm(batcher([x]))[0] for x in (probe, batcher.resized(image))]
+        if not all(torch.equal(g, want) for g in got):
+            raise PixelBatcherUnavailable("uint8 batch + PixelNorm differs from preprocess_one on a probe image")
+        return batcher
 
     def resized(self, image: Image.Image) -> Image.Image:
         """RGB, bicubic resize to the square size (as ``preprocess_one``)."""
@@ -87,28 +116,32 @@ class BatchNormalizer:
         """``[S, S, 3]`` uint8 of ``resized(image)``."""
         return np.asarray(self.resized(image))
 
+    def new_batch(self, n: int) -> torch.Tensor:
+        """Uninitialised uint8 ``[n, 3, S, S]`` (shared memory inside a DataLoader worker) for ``put``."""
+        s = self.size
+        (out,) = new_batch_tensors(torch.uint8, [(n, 3, s, s)])
+        return out
+
+    def put(self, batch: torch.Tensor, row: int, image: Image.Image | np.ndarray) -> None:
+        """Write one image into row ``row`` of ``batch``: a ``resized`` image (or any image, resized here)
+        or an ``[S, S, 3]`` uint8 array. The loader packs each image as soon as it is decoded, while
+        its pixels are still in cache, and drops it."""
+        planes = batch[row].numpy()
+        s = self.size
+        if isinstance(image, np.ndarray):
+            planes[...] = image.transpose(2, 0, 1)
+            return
+        image = self.resized(image)
+        for c, band in enumerate("RGB"):   # PIL's packer writes each channel: no interleaved copy, no transpose
+            planes[c] = np.frombuffer(image.tobytes("raw", band), dtype=np.uint8).reshape(s, s)
+
     def __call__(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:
-        """``[B, 3, S, S]`` float32, normalised, from ``resized`` images or ``[S, S, 3]`` uint8 arrays."""
-        if not images:
-            return torch.empty(0, 3, self.size, self.size)
-        # Planar uint8 (a quarter of the bytes) in a buffer kept between batches, each channel written
-        # by PIL's own packer (no interleaved copy, no transpose), then converted with copy_ (much
-        # faster than .to()) and normalised in place.
-        n, s = len(images), self.size
-        if self._chw is None or self._chw.shape[0] < n:
-            self._chw = np.empty((n, 3, s, s), dtype=np.uint8)
-        chw = self._chw[:n]
+        """Planar uint8 ``[B, 3, S, S]`` from ``resized`` images or ``[S, S, 3]`` uint8 arrays (not normalised:
+        apply ``self.norm`` on the device)."""
+        s = self.size
+        out = self.new_batch(len(images))
         for i, im in enumerate(images):
-            if isinstance(im, np.ndarray):
-                chw[i] = im.transpose(2, 0, 1)
-            else:
-                if im.mode != "RGB" or im.size != (s, s):
-                    raise ValueError(f"expected a {s}x{s} RGB image from resized(), got {im.mode} {im.size}")
-                for c, band in enumerate("RGB"):
-                    chw[i, c] = np.frombuffer(im.tobytes("raw", band), dtype=np.uint8).reshape(s, s)
-        (x,) = new_batch_tensors(torch.float32, [(n, 3, s, s)])
-        x.copy_(torch.from_numpy(chw))
-        x.mul_(self.scale)
-        x.sub_(self.mean)
-        x.div_(self.std)
-        return x
+            if isinstance(im, Image.Image) and (im.mode != "RGB" or im.size != (s, s)):
+                raise ValueError(f"expected a {s}x{s} RGB image from resized(), got {im.mode} {im.size}")
+            self.put(out, i, im)
+        return out

@@ -209,6 +209,9 @@ class CLIPVisionEmbeddings(nn.Module):
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (ch, size, size):
             raise ValueError(f"pixel_values must be [B, {ch}, {size}, {size}] for this model, "
                              f"got {tuple(pixel_values.shape)}")
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values are {pixel_values.dtype}: the model takes normalised float pixels "
+                             "(a loader batch of uint8 pixels: TrainBatch.normalized() or .to(device) first)")
         w = self.patch_embedding.weight
         patches = self.patch_embedding(pixel_values.to(w.dtype)).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)

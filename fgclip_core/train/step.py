@@ -215,6 +215,7 @@ class FGCLIPTrainModule(nn.Module):
         self.last_stats: StepStats | None = None
 
     def forward(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        batch = batch.normalized()   # uint8 loader pixels: normalised here, on the model's device
         if self.fused:
             feats, self.last_stats = fused_features(self.model, batch, self.stage, self.eos_id, self.loss_cfg,
                                                     self.bucket_overhead_tokens)

@@ -111,7 +111,7 @@ class SyntheticBatches:
         fields = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
         if position in self.spec.nan_at:
             fields["pixel_values"] = torch.full_like(fields["pixel_values"], float("nan"))
-        return TrainBatch(keys=[f"synthetic-{i}" for i in idx], **fields)
+        return TrainBatch(keys=[f"synthetic-{i}" for i in idx], pixel_norm=None, **fields)
 
     def state_dict(self) -> dict[str, int]:
         return {"position": self.position}

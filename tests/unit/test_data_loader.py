@@ -69,7 +69,8 @@ def test_batches_put_boxes_and_negatives_in_place(shards):
     batches = list(loader)
     assert sum(b.batch_size for b in batches) == 12
     b = batches[0]
-    assert b.pixel_values.shape == (2, 3, 32, 32) and b.pixel_values.dtype == torch.float32
+    assert b.pixel_values.shape == (2, 3, 32, 32) and b.pixel_values.dtype == torch.uint8 and b.pixel_norm is not None
+    assert b.normalized().pixel_values.dtype == torch.float32 and b.normalized().pixel_norm is None
     assert b.long_input_ids.shape == (2, 248) and b.short_input_ids.shape == (2, 77)
     assert b.box_xyxy.shape == (2, 4, 4) and b.box_input_ids.shape == (2, 4, 77)
     assert b.hardneg_input_ids.shape == (2, 4, 11, 77) and b.hardneg_mask.shape == (2, 4, 11)
@@ -115,7 +116,7 @@ def test_random_region_text_uses_both_and_is_seeded(shards):
 
 
 def _same(a, b):
-    return len(a) == len(b) and all(x.keys == y.keys and torch.equal(x.pixel_values, y.pixel_values)
+    return len(a) == len(b) and all(x.keys == y.keys and torch.equal(x.normalized().pixel_values, y.normalized().pixel_values)
                                     and torch.equal(x.box_input_ids, y.box_input_ids) for x, y in zip(a, b, strict=True))
 
 
@@ -231,7 +232,8 @@ def test_resume_rereads_at_most_one_block(shards, monkeypatch):
 
 
 def test_batch_normalisation_equals_per_image_processing(shards):
-    """The loader normalises whole batches (data.pixels); any other processor goes per image. Same tensors."""
+    """The loader packs uint8 batches that the trainer normalises (data.pixels); any other processor goes per
+    image and hands over float32. Same tensors once normalised."""
     url, _ = shards
 
     class PerImage:   # not an ImageProcessor: the loader calls preprocess_one per image
@@ -242,7 +244,10 @@ def test_batch_normalisation_equals_per_image_processing(shards):
 
     fast = FineHARDLoader(url, TOK, PROC, _cfg(mode="shuffle"))
     slow = FineHARDLoader(url, TOK, PerImage(), _cfg(mode="shuffle"))
-    assert fast.normalizer is not None and slow.normalizer is None
+    assert fast.pixel_batcher is not None and slow.pixel_batcher is None
     a, b = list(fast), list(slow)
     assert a and _same(a, b)
-    assert all(x.pixel_values.is_contiguous() and x.pixel_values.dtype == torch.float32 for x in a)
+    assert all(x.pixel_values.dtype == torch.uint8 and x.pixel_norm is not None for x in a)
+    assert all(y.pixel_values.dtype == torch.float32 and y.pixel_norm is None for y in b)
+    assert all(x.to("cpu").pixel_values.is_contiguous() and x.to("cpu").pixel_values.dtype == torch.float32 for x in a)
+    assert a[0].to("cpu", normalize=False).pixel_values.dtype == torch.uint8

@@ -130,6 +130,8 @@ def test_text_rejects_missing_eos_and_overlong_input(model):
 def test_wrong_image_size_is_an_error(model):
     with pytest.raises(ValueError, match=r"pixel_values must be \[B, 3, 64, 64\]"):
         model.get_image_features(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="normalised float pixels"):   # a loader's uint8 batch, not normalised
+        model.get_image_features(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
 def test_gradient_checkpointing_gives_same_gradients(tiny_checkpoint_dir):
