@@ -54,6 +54,9 @@ class OptimSection(StrictModel):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_clip: float = Field(1.0, ge=0)         # 0 disables clipping
     grad_accum: int = Field(1, ge=1)
+    # AdamW kernel: "fused" (one pass per tensor, CPU and CUDA: ~19x faster than "loop" on ZeRO's flat
+    # 150M-element fp32 partition on the dev box), "foreach", or "loop" (torch's per-tensor default on CPU)
+    implementation: Literal["fused", "foreach", "loop"] = "fused"
 
 
 class DeepSpeedSection(StrictModel):

@@ -94,6 +94,13 @@ def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
     return p.ndim < 2 or ("embedding" in name and "patch_embedding" not in name)
 
 
+def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.AdamW:
+    """The trainer's AdamW (``optim.implementation`` picks the kernel); the benchmark's plain loop uses it too."""
+    impl = cfg.optim.implementation
+    kernel = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[impl]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, **kernel)
+
+
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups: (decay | no decay) x (text tower | rest), empty groups dropped."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
@@ -165,7 +172,7 @@ class Trainer:
         groups = param_groups(self.module, cfg)
         for g in groups:
             g.pop("param_names")
-        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
+        optimizer = build_optimizer(groups, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         self.ds_config = build_ds_config(cfg, self.device.type)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

@@ -12,7 +12,7 @@ import torch
 from fgclip_core.config import ConfigError
 from fgclip_core.train.config import DS_CONFIGS_DIR, TrainConfig, list_recipes, resolve_config
 from fgclip_core.train.ds_config import build_ds_config
-from fgclip_core.train.engine import lr_lambda, param_groups
+from fgclip_core.train.engine import build_optimizer, lr_lambda, param_groups
 
 
 def test_every_shipped_recipe_validates_and_required_names_exist() -> None:
@@ -61,6 +61,11 @@ def test_ds_config_auto_values_come_from_the_training_config() -> None:
     assert ds["gradient_accumulation_steps"] == 3 and ds["gradient_clipping"] == 0.5
     assert ds["bf16"]["enabled"] is False and ds["zero_optimization"]["stage"] == 3
     assert build_ds_config(resolve_config(recipe="stage2"), "cuda")["bf16"]["enabled"] is True
+    # contiguous gradient buffers: against fragmentation on accelerators, an extra copy on CPU
+    assert ds["zero_optimization"]["contiguous_gradients"] is False
+    assert build_ds_config(resolve_config(recipe="stage2"), "cuda")["zero_optimization"]["contiguous_gradients"] is True
+    assert "contiguous_gradients" not in build_ds_config(
+        resolve_config(recipe="tiny-cpu-stage2", overrides=["deepspeed.zero_stage=0"]), "cpu").get("zero_optimization", {})
     for stage in range(4):
         assert json.loads((DS_CONFIGS_DIR / f"zero{stage}.json").read_text())["zero_optimization"]["stage"] == stage
 
@@ -109,3 +114,25 @@ def test_warmup_then_cosine_schedule() -> None:
     vals = [f(s) for s in range(10, 111)]
     assert all(a >= b for a, b in itertools.pairwise(vals))
     assert torch.tensor(vals).min() >= 0.1 - 1e-9
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "loop"])
+def test_optimizer_kernels_take_the_same_step(impl) -> None:
+    """``optim.implementation`` changes the AdamW kernel, not the update (to float rounding)."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(257, 3)), torch.nn.Parameter(torch.randn(5))]
+    grads = [torch.randn_like(p) for p in params]
+    results = {}
+    for kind in ("loop", impl):
+        ps = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        cfg = TrainConfig(optim={"lr": 1e-2, "implementation": kind})
+        opt = build_optimizer([{"params": ps[:1], "weight_decay": 0.1}, {"params": ps[1:], "weight_decay": 0.0}], cfg)
+        for _ in range(3):
+            for p, g in zip(ps, grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        results[kind] = ps
+        assert bool(opt.defaults.get("fused")) == (kind == "fused")
+    for start, a, b in zip(params, results["loop"], results[impl], strict=True):
+        assert not torch.equal(a, start)   # the step moved the weights
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
