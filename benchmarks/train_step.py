@@ -6,7 +6,7 @@ Prints, on one batch and one set of weights:
   (b) samples/s of the naive step (texts padded to 248/77, one forward per text kind, a second
       vision pass for regions, every negative slot encoded), as the official code does;
       the losses must agree (relative difference <= 1e-5, checked in fp32) -> ratio a/b (target >= 2);
-  (c) DeepSpeed engine (ZeRO stage --zero) against a plain PyTorch loop (AdamW, clipping) on the same
+  (c) DeepSpeed engine (ZeRO stage --zero) against a plain PyTorch loop (the trainer's AdamW, clipping) on the same
       model and loss -> overhead (target <= 10%);
   on a GPU (bf16) also model TFLOP/s and MFU of the fused step.
 
