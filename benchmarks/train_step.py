@@ -12,6 +12,7 @@ Prints, on one batch and one set of weights:
 
     python benchmarks/train_step.py                      # tiny arch on CPU
     python benchmarks/train_step.py --arch ViT-B-16 --batch 32 --device cuda
+    python benchmarks/train_step.py --only-deepspeed --ranks 2      # (c) vs DDP on 2 local processes
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import copy
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,11 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fgclip_core.losses import LossConfig, fgclip_loss
 from fgclip_core.model import FGCLIPModel, load_arch
+from fgclip_core.train.launch import free_port, launched_by_launcher
 from fgclip_core.train.step import FGCLIPTrainModule, naive_features, to_float32
 from fgclip_core.train.synthetic import SyntheticBatches, TextSpec
 
 # dense bf16 peak TFLOP/s per device name fragment (vendor datasheets)
 PEAK_BF16 = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+
+
+def report(*parts: object) -> None:
+    """print on rank 0 only (``--ranks N`` runs this script N times)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(*parts, flush=True)
 
 
 def padded_text_features(model: FGCLIPModel, ids: torch.Tensor, short: bool) -> torch.Tensor:
@@ -116,19 +125,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only-deepspeed", action="store_true",
                     help="skip the exactness check and (a)/(b): for big archs on CPU, where the naive step takes minutes")
+    ap.add_argument("--ranks", type=int, default=1,
+                    help="(c) on N local processes: DeepSpeed vs torch DistributedDataParallel (implies --only-deepspeed)")
     args = ap.parse_args()
+    if args.ranks > 1:
+        args.only_deepspeed = True
+        if not launched_by_launcher():   # re-run this script as N torchrun workers
+            raise SystemExit(subprocess.call(
+                [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.ranks}", "--nnodes=1",
+                 "--master_addr=127.0.0.1", f"--master_port={free_port()}", __file__, *sys.argv[1:]],
+                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     base = FGCLIPModel(load_arch(args.arch))
     eos = base.config.text_config.eos_token_id
-    batch = make_batch(base, args.batch, seed=1)
+    rank = int(os.environ.get("RANK", "0"))
+    batch = make_batch(base, args.batch, seed=1 + rank)   # each rank its own samples, as in training
     cfg = LossConfig()
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     b = batch.to(device)
     b.pixel_values = b.pixel_values.to(dtype)
-    print(f"device={device} arch={args.arch} batch={args.batch} boxes=4 negatives=10 "
+    report(f"device={device} arch={args.arch} batch={args.batch} per rank x {args.ranks} rank(s) boxes=4 negatives=10 "
           f"params={sum(p.numel() for p in base.parameters()) / 1e6:.1f}M")
     if not args.only_deepspeed:
         check_and_compare(base, batch, b, dtype, cfg, eos, args, device)
@@ -144,7 +163,7 @@ def check_and_compare(base, batch, b, dtype, cfg, eos, args, device) -> None:
         lf = w32(b32)["loss"].item()
         ln = NaiveStep(w32)(b32)["loss"].item()
     rel = abs(lf - ln) / max(abs(ln), 1e-12)
-    print(f"loss fused={lf:.8f} naive={ln:.8f} rel_diff={rel:.2e} ({'OK' if rel <= 1e-5 else 'MISMATCH'} <= 1e-5)")
+    report(f"loss fused={lf:.8f} naive={ln:.8f} rel_diff={rel:.2e} ({'OK' if rel <= 1e-5 else 'MISMATCH'} <= 1e-5)")
     if rel > 1e-5:
         raise SystemExit("fused and naive losses differ")
 
@@ -153,12 +172,12 @@ def check_and_compare(base, batch, b, dtype, cfg, eos, args, device) -> None:
     module = FGCLIPTrainModule(model, 2, cfg, eos, fused=True)
     t_n, t_f, ratio = paired(fwd_bwd(NaiveStep(module), b), fwd_bwd(module, b), args, device)
     sps_f, sps_n = args.batch / t_f, args.batch / t_n
-    print(f"(a) fused+trimmed step : {sps_f:9.2f} samples/s  ({t_f * 1e3:.1f} ms/step, fwd+bwd, {dtype})")
-    print(f"(b) naive (official)   : {sps_n:9.2f} samples/s  ({t_n * 1e3:.1f} ms/step)")
-    print(f"    ratio a/b = {1 / ratio:.2f}x (median of {args.rounds} paired rounds; target >= 2x)")
+    report(f"(a) fused+trimmed step : {sps_f:9.2f} samples/s  ({t_f * 1e3:.1f} ms/step, fwd+bwd, {dtype})")
+    report(f"(b) naive (official)   : {sps_n:9.2f} samples/s  ({t_n * 1e3:.1f} ms/step)")
+    report(f"    ratio a/b = {1 / ratio:.2f}x (median of {args.rounds} paired rounds; target >= 2x)")
     if args.unfused:  # one forward per text kind + separate vision passes, but trimmed texts
         t_u, _, ratio_u = paired(fwd_bwd(module, b, fused=False), fwd_bwd(module, b, fused=True), args, device)
-        print(f"    unfused but trimmed  : {args.batch / t_u:9.2f} samples/s; fused/unfused = {1 / ratio_u:.2f}x")
+        report(f"    unfused but trimmed  : {args.batch / t_u:9.2f} samples/s; fused/unfused = {1 / ratio_u:.2f}x")
 
     if device.type == "cuda":
         from torch.utils.flop_counter import FlopCounterMode
@@ -170,7 +189,7 @@ def check_and_compare(base, batch, b, dtype, cfg, eos, args, device) -> None:
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         mfu = f"{100 * tflops / peak:.1f}% of {peak:.0f} TFLOP/s bf16 peak" if peak else "n/a (unknown peak)"
-        print(f"    fused step: {flops / 1e12:.3f} TFLOP/step, {tflops:.1f} TFLOP/s, MFU {mfu} ({name})")
+        report(f"    fused step: {flops / 1e12:.3f} TFLOP/step, {tflops:.1f} TFLOP/s, MFU {mfu} ({name})")
 
 
 
@@ -182,7 +201,7 @@ def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
     from fgclip_core.train.engine import build_optimizer, param_groups
     from fgclip_core.train.launch import init_distributed
 
-    init_distributed()
+    dist = init_distributed()
     tcfg = TrainConfig(data={"loader": {"batch_size": args.batch}}, deepspeed={"zero_stage": args.zero},
                        optim={"lr": 1e-5, "warmup_steps": 0, "schedule": "constant"})
 
@@ -194,9 +213,12 @@ def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
 
     plain = FGCLIPTrainModule(copy.deepcopy(base), 2, cfg, eos).to(device=device, dtype=dtype)
     opt = build_optimizer(groups(plain), tcfg)   # the trainer's AdamW (fused kernel) on both sides
+    # One rank: the plain loop. Several: torch's own data parallelism (gradients all-reduced in buckets
+    # during backward), what a user would run instead of DeepSpeed.
+    run_plain = plain if dist.world == 1 else torch.nn.parallel.DistributedDataParallel(plain)
 
     def plain_step():
-        loss = plain(b)["loss"]
+        loss = run_plain(b)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plain.parameters(), tcfg.optim.grad_clip)
         opt.step()
@@ -215,9 +237,10 @@ def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
         engine.step()
 
     tp, td, ratio = paired(plain_step, ds_step, args, device)
-    print(f"(c) plain PyTorch loop : {args.batch / tp:9.2f} samples/s  ({tp * 1e3:.1f} ms/step)")
-    print(f"    DeepSpeed ZeRO-{args.zero}    : {args.batch / td:9.2f} samples/s  ({td * 1e3:.1f} ms/step)")
-    print(f"    DeepSpeed overhead = {100 * (ratio - 1):+.1f}% (median of {args.rounds} paired rounds; target <= 10%); "
+    report(f"(c) plain PyTorch loop{' (DDP)' if dist.world > 1 else ''} : {args.batch / tp:9.2f} samples/s per rank  "
+          f"({tp * 1e3:.1f} ms/step)")
+    report(f"    DeepSpeed ZeRO-{args.zero}    : {args.batch / td:9.2f} samples/s per rank  ({td * 1e3:.1f} ms/step)")
+    report(f"    DeepSpeed overhead = {100 * (ratio - 1):+.1f}% (median of {args.rounds} paired rounds; target <= 10%); "
           f"{(td - tp) * 1e3:+.1f} ms/step: a per-step cost that grows with the parameter count, not the batch")
 
 
