@@ -137,6 +137,9 @@ def main() -> None:
                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":   # one GPU per local rank under --ranks
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     torch.manual_seed(0)
     base = FGCLIPModel(load_arch(args.arch))
     eos = base.config.text_config.eos_token_id
@@ -215,7 +218,8 @@ def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
     opt = build_optimizer(groups(plain), tcfg)   # the trainer's AdamW (fused kernel) on both sides
     # One rank: the plain loop. Several: torch's own data parallelism (gradients all-reduced in buckets
     # during backward), what a user would run instead of DeepSpeed.
-    run_plain = plain if dist.world == 1 else torch.nn.parallel.DistributedDataParallel(plain)
+    run_plain = plain if dist.world == 1 else torch.nn.parallel.DistributedDataParallel(
+        plain, device_ids=[device.index] if device.type == "cuda" else None)
 
     def plain_step():
         loss = run_plain(b)["loss"]
