@@ -34,6 +34,8 @@ def validated_records(context: AssetExecutionContext, workspace: WorkspaceResour
 
 class ShardsConfig(Config):
     samples_per_shard: int = Field(default=4, ge=1)
+    store_token_ids: bool = Field(default=True, description="Store every sample's CLIP token ids in the shards "
+                                  "(the loader then skips tokenising; any other tokenizer still tokenises)")
 
 
 @asset(group_name="data", deps=[validated_records], kinds={"python"},
@@ -44,8 +46,11 @@ def training_shards(context: AssetExecutionContext, config: ShardsConfig,
     from fgclip_core.data.pipeline import KEPT_NAME, build_shards
 
     out = workspace.url(SHARDS)
+    from fgclip_core.model.processing import clip_tokenizer
+
     cfg = DataConfig(shards=ShardConfig(samples_per_shard=config.samples_per_shard))
-    result = build_shards(workspace.url(VALIDATED, KEPT_NAME), _images(workspace), out, cfg)
+    tokenizer = clip_tokenizer() if config.store_token_ids else None
+    result = build_shards(workspace.url(VALIDATED, KEPT_NAME), _images(workspace), out, cfg, tokenizer=tokenizer)
     m = result.manifest
     context.log.info("%d samples in %d shard(s) under %s", m.total_samples, m.num_shards, out)
     return MaterializeResult(metadata={
@@ -54,6 +59,7 @@ def training_shards(context: AssetExecutionContext, config: ShardsConfig,
         "bytes": m.total_bytes,
         "size": f"{m.total_bytes / 1e6:.2f} MB",
         "quarantined": result.summary.quarantined,
+        "token_ids_stored": m.tokens is not None,
         "manifest_sha256": m.manifest_sha256,
         "path": MetadataValue.path(out),
     })

@@ -8,9 +8,10 @@ samples) in a temporary folder, then measures, for 1 and 2 workers:
   collation into a ``TrainBatch`` whose pixels are resized uint8; their normalisation runs on the
   device that runs the model, in the train step, as ``TrainBatch.to`` does: it is timed separately
   below and printed as its own line, not hidden). The shards are built as ``fgclip data build-shards
-  --tokenizer`` builds them: with every sample's token ids stored (``data.pretok``), which the
-  loader takes because its tokenizer's fingerprint matches; ``--no-pretokenise`` builds them
-  without, and the loader runs CLIP BPE (behind its word cache) on the ~50 texts per sample.
+  --tokenizer clip`` (and the demo and the Dagster ``training_shards`` asset by default) build them:
+  with every sample's token ids stored (``data.pretok``), which the loader takes because its
+  tokenizer's fingerprint matches; ``--no-pretokenise`` builds them without, and the loader runs
+  CLIP BPE (behind its word cache) on the ~50 texts per sample (ratio ~0.87 in process).
 It prints ``ratio = loader / baseline`` (target >= 0.9), and for the in-process case the same ratio
 in CPU seconds (steadier on a shared machine). With 1 worker (the loader in the main process) the
 baseline and the loader alternate batch by batch in one process: whole-run pairs swung 0.78-0.93 on

@@ -72,7 +72,7 @@ def run(work: Path, steps: int, nproc: int) -> dict[str, object]:
     t = _step("4/7 training shards (WebDataset tar + manifest, atomic)")
     shards = work / "shards"
     fgclip("data", "build-shards", "--annotations", annotated / "records", "--images", sample.images_root,
-           "--out", shards, "--samples-per-shard", "4")
+           "--out", shards, "--samples-per-shard", "4", "--tokenizer", "clip")
     print(f"({time.perf_counter() - t:.1f} s)")
 
     t = _step(f"5/7 train: tiny stage-2 recipe, {nproc} process(es), DeepSpeed ZeRO-2 on CPU")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -114,9 +115,9 @@ def validate_cmd(annotations: str, images: str | None, config: str | None, overr
 @click.option("--out", "out", required=True, help="Folder or URL (s3://bucket/prefix) for the shards.")
 @click.option("--samples-per-shard", type=int, default=None, help="Samples per shard (default from config).")
 @click.option("--tokenizer", "tokenizer_dir", default=None,
-              help="Checkpoint/tokenizer folder: also store every sample's token ids ({key}.tok.npy, with "
-                   "loader.short_caption_prefix) and the tokenizer's fingerprint in the manifest; a loader with "
-                   "the same tokenizer then skips tokenising.")
+              help="Checkpoint/tokenizer folder, or 'clip' for OpenAI CLIP's tokenizer (all shipped archs): also "
+                   "store every sample's token ids ({key}.tok.npy, with loader.short_caption_prefix) and the "
+                   "tokenizer's fingerprint in the manifest; a loader with the same tokenizer then skips tokenising.")
 def build_shards_cmd(annotations: str, images: str | None, config: str | None, overrides: tuple[str, ...],
                      strip_prefixes: tuple[str, ...], workers: int | None, out: str,
                      samples_per_shard: int | None, tokenizer_dir: str | None) -> None:
@@ -127,10 +128,11 @@ def build_shards_cmd(annotations: str, images: str | None, config: str | None, o
     cfg = _load_cfg(config, ov)
     tokenizer = None
     if tokenizer_dir is not None:
-        from fgclip_core.model.processing import TokenizerError, load_tokenizer
+        from fgclip_core.model.processing import TokenizerError, clip_tokenizer, load_tokenizer
 
         try:
-            tokenizer = load_tokenizer(tokenizer_dir)
+            builtin = tokenizer_dir == "clip" and not Path(tokenizer_dir).exists()
+            tokenizer = clip_tokenizer() if builtin else load_tokenizer(tokenizer_dir)
         except TokenizerError as e:
             raise click.ClickException(str(e)) from e
     bar, on_outcome = _progress("build-shards")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -155,6 +156,14 @@ class FGCLIPTokenizer:
 
     def save_pretrained(self, out_dir: str | Path) -> None:
         self.hf.save_pretrained(str(out_dir))
+
+
+def clip_tokenizer() -> FGCLIPTokenizer:
+    """OpenAI CLIP's tokenizer with the default lengths (248 long / 77 short), built offline from the BPE
+    file that ships with open_clip (every shipped architecture uses it)."""
+    with tempfile.TemporaryDirectory(prefix="fgclip-tok-") as d:
+        build_clip_tokenizer(d)
+        return load_tokenizer(d)
 
 
 def load_tokenizer(directory: str | Path) -> FGCLIPTokenizer:

@@ -66,7 +66,7 @@ def test_pipeline_materializes_every_asset_and_passes_the_gates(pipeline_run):
     assert validated["quarantine_ratio"] == 0.0
     shards = _meta(result, "training_shards")
     assert (shards["samples"], shards["shards"]) == (13, 4)  # 4 samples per shard
-    assert shards["bytes"] > 0
+    assert shards["bytes"] > 0 and shards["token_ids_stored"] is True   # the loader then skips tokenising
 
     trained = _meta(result, "trained_model")
     assert trained["steps"] == STEPS and trained["final_loss"] > 0

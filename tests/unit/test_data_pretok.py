@@ -183,3 +183,15 @@ def test_cli_tokenizer_option(tmp_path, tok_dir):
     bad = CliRunner().invoke(cli, ["data", "build-shards", "--annotations", str(ann), "--images",
                                    str(tmp_path / "images"), "--out", str(tmp_path / "o2"), "--tokenizer", str(tmp_path)])
     assert bad.exit_code != 0 and "tokenizer" in bad.output.lower()
+
+
+def test_cli_builtin_clip_tokenizer_matches_a_checkpoint_tokenizer(tmp_path, tok_dir, monkeypatch):
+    """``--tokenizer clip`` stores ids a loader with any CLIP-tokenizer checkpoint takes (same fingerprint)."""
+    monkeypatch.chdir(tmp_path)   # no folder named "clip" here: the name means the built-in tokenizer
+    names = write_images(tmp_path / "images", 3)
+    ann = write_jsonl(tmp_path / "ann.jsonl", _records(names))
+    r = CliRunner().invoke(cli, ["data", "build-shards", "--annotations", str(ann), "--images", str(tmp_path / "images"),
+                                 "--out", str(tmp_path / "shards"), "--samples-per-shard", "2", "--tokenizer", "clip"])
+    assert r.exit_code == 0, r.output
+    loader = FineHARDLoader(str(tmp_path / "shards"), load_tokenizer(tok_dir), PROC, LoaderConfig(batch_size=1))
+    assert loader.tokens is not None   # fingerprint matched: stored ids are used
