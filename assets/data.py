@@ -44,10 +44,9 @@ def training_shards(context: AssetExecutionContext, config: ShardsConfig,
                     workspace: WorkspaceResource) -> MaterializeResult:
     from fgclip_core.data.config import DataConfig, ShardConfig
     from fgclip_core.data.pipeline import KEPT_NAME, build_shards
-
-    out = workspace.url(SHARDS)
     from fgclip_core.model.processing import clip_tokenizer
 
+    out = workspace.url(SHARDS)
     cfg = DataConfig(shards=ShardConfig(samples_per_shard=config.samples_per_shard))
     tokenizer = clip_tokenizer() if config.store_token_ids else None
     result = build_shards(workspace.url(VALIDATED, KEPT_NAME), _images(workspace), out, cfg, tokenizer=tokenizer)

@@ -79,35 +79,30 @@ def _decode_resize(args: tuple[list[bytes], int, bool]) -> int:
     return len(images)
 
 
-def baseline(images: list[bytes], size: int, draft: bool, workers: int) -> tuple[float, float]:
-    """(samples per wall second, samples per CPU second of this process; NaN with a pool)."""
-    if workers <= 1:
-        t, c = time.perf_counter(), time.process_time()
-        n = _decode_resize((images, size, draft))
-        return n / (time.perf_counter() - t), n / (time.process_time() - c)
+def pool_baseline(images: list[bytes], size: int, draft: bool, workers: int) -> float:
+    """Samples per wall second of ``workers`` processes decoding and resizing ``images`` between them."""
     parts = [(images[i::workers], size, draft) for i in range(workers)]
     with mp.get_context("fork").Pool(workers) as pool:
         pool.map(_decode_resize, [(p[0][:2], size, draft) for p in parts])  # warm the pool
         t = time.perf_counter()
         n = sum(pool.map(_decode_resize, parts))
-        return n / (time.perf_counter() - t), float("nan")
+        return n / (time.perf_counter() - t)
 
 
-def loader_rate(url: str, tok, proc, cfg: LoaderConfig, n_samples: int) -> tuple[float, float]:
-    """(samples per wall second, samples per CPU second of this process; NaN with workers)."""
+def loader_rate(url: str, tok, proc, cfg: LoaderConfig, n_samples: int) -> float:
+    """Samples per wall second of the loader with its DataLoader workers."""
     loader = FineHARDLoader(url, tok, proc, cfg)
     it = iter(loader)
     # Start-up (worker fork, first shard) is not throughput. With W workers, wait for W batches: after
     # only the first, the other workers' first batches (made during start-up) would count as free.
     for _ in range(max(1, cfg.num_workers)):
         next(it)
-    t, c, n = time.perf_counter(), time.process_time(), 0
+    t, n = time.perf_counter(), 0
     for b in it:
         n += b.batch_size
         if n >= n_samples:
             break
-    cpu = n / (time.process_time() - c) if cfg.num_workers == 0 else float("nan")
-    return n / (time.perf_counter() - t), cpu
+    return n / (time.perf_counter() - t)
 
 
 def interleaved_in_process(url: str, tok, proc, cfg: LoaderConfig, images: list[bytes], size: int, draft: bool,
@@ -176,9 +171,9 @@ def main() -> None:
                 if workers == 1:   # in-process: alternate batch by batch
                     base, rate, base_cpu, rate_cpu = interleaved_in_process(
                         url, tok, proc, cfg, images, args.size, draft, batches=2 * n // args.batch_size)
-                else:              # worker processes: alternate whole runs
-                    base, base_cpu = baseline(images, args.size, draft, workers)
-                    rate, rate_cpu = loader_rate(url, tok, proc, cfg, n)
+                else:              # worker processes: alternate whole runs (CPU time is in other processes)
+                    base, rate = pool_baseline(images, args.size, draft, workers), loader_rate(url, tok, proc, cfg, n)
+                    base_cpu = rate_cpu = float("nan")
                 pairs.append((base, rate, rate / base, rate_cpu / base_cpu))
             base, rate, ratio, cpu_ratio = (statistics.median(p[i] for p in pairs) for i in range(4))
             lo, hi = min(p[2] for p in pairs), max(p[2] for p in pairs)

@@ -151,7 +151,7 @@ def main() -> None:
     b = batch.to(device)
     b.pixel_values = b.pixel_values.to(dtype)
     report(f"device={device} arch={args.arch} batch={args.batch} per rank x {args.ranks} rank(s) boxes=4 negatives=10 "
-          f"params={sum(p.numel() for p in base.parameters()) / 1e6:.1f}M")
+           f"params={sum(p.numel() for p in base.parameters()) / 1e6:.1f}M")
     if not args.only_deepspeed:
         check_and_compare(base, batch, b, dtype, cfg, eos, args, device)
     deepspeed_overhead(base, b, dtype, cfg, eos, args, device)
@@ -193,7 +193,6 @@ def check_and_compare(base, batch, b, dtype, cfg, eos, args, device) -> None:
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         mfu = f"{100 * tflops / peak:.1f}% of {peak:.0f} TFLOP/s bf16 peak" if peak else "n/a (unknown peak)"
         report(f"    fused step: {flops / 1e12:.3f} TFLOP/step, {tflops:.1f} TFLOP/s, MFU {mfu} ({name})")
-
 
 
 def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
@@ -242,10 +241,10 @@ def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
 
     tp, td, ratio = paired(plain_step, ds_step, args, device)
     report(f"(c) plain PyTorch loop{' (DDP)' if dist.world > 1 else ''} : {args.batch / tp:9.2f} samples/s per rank  "
-          f"({tp * 1e3:.1f} ms/step)")
+           f"({tp * 1e3:.1f} ms/step)")
     report(f"    DeepSpeed ZeRO-{args.zero}    : {args.batch / td:9.2f} samples/s per rank  ({td * 1e3:.1f} ms/step)")
     report(f"    DeepSpeed overhead = {100 * (ratio - 1):+.1f}% (median of {args.rounds} paired rounds; target <= 10%); "
-          f"{(td - tp) * 1e3:+.1f} ms/step: a per-step cost that grows with the parameter count, not the batch")
+           f"{(td - tp) * 1e3:+.1f} ms/step: a per-step cost that grows with the parameter count, not the batch")
 
 
 if __name__ == "__main__":

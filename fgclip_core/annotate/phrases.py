@@ -11,7 +11,6 @@ comes with the caption sentence that carries it (the region's ``long_expr``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from fgclip_core.annotate.captions import split_sentences
 from fgclip_core.annotate.config import PhraseConfig
@@ -29,10 +28,6 @@ class Phrase:
     text: str  # the referring expression (short_expr)
     sentence: str  # the caption sentence that carries it (long_expr)
     head: str
-
-
-class PhraseExtractor(Protocol):
-    def extract(self, caption: str) -> list[Phrase]: ...
 
 
 class RulePhraseExtractor:

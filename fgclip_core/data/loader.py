@@ -408,7 +408,6 @@ class _WorkerStream:
         Exactly the missing number of samples is read each round, so positions match a sample-by-sample walk."""
         B = self.cfg.batch_size
         stream = self._positioned()
-        self.at = (self.start_block, self.start_pos)
         done = False
         while not done:
             batch: list[_Sample] = []
@@ -628,7 +627,6 @@ class FineHARDLoader:
             raise ValueError(f"tokenizer.encode(mode={mode!r}) gave shape {tuple(ids.shape)}, expected "
                              f"[{len(texts)}, {length}] (LoaderConfig.{mode}_length)")
         return ids
-
 
     def collate(self, samples: list[_Sample], pixels: torch.Tensor | None = None) -> TrainBatch:
         """A ``TrainBatch`` of ``samples``; ``pixels``: their uint8 rows, packed by ``PixelBatcher.put`` as they

@@ -65,13 +65,9 @@ class PixelNorm:
             raise ValueError(f"PixelNorm expects uint8 [B, 3, S, S] pixels, got {pixels.dtype} {tuple(pixels.shape)}")
         x = pixels.to(torch.float32, memory_format=torch.contiguous_format)
         x.mul_(_SCALE)
-        x.sub_(self._channel(self.mean, x.device))
-        x.div_(self._channel(self.std, x.device))
+        x.sub_(_channel_tensor(self.mean, str(x.device)))
+        x.div_(_channel_tensor(self.std, str(x.device)))
         return x
-
-    @staticmethod
-    def _channel(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
-        return _channel_tensor(values, str(device))
 
 
 @functools.lru_cache(maxsize=64)

@@ -66,7 +66,7 @@ def build_ds_config(cfg: TrainConfig, device_type: str | None = None) -> dict[st
         zero["contiguous_gradients"] = device_type != "cpu"
     if ds.get("fp16", {}).get("enabled") not in (False, None):
         raise ConfigError(f"{path}: fp16 is not supported for FG-CLIP training (NaN losses); use bf16 or fp32")
-    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    stage = zero.get("stage", 0)
     if stage != cfg.deepspeed.zero_stage:
         raise ConfigError(f"{path}: zero_optimization.stage is {stage} but deepspeed.zero_stage is "
                           f"{cfg.deepspeed.zero_stage}; make them agree")

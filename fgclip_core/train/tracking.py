@@ -172,12 +172,6 @@ class Tracker:
         else:
             self._guard("log artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        if self.client is None:
-            return
-        for k, v in tags.items():
-            self._guard("set tag", self.client.set_tag, self.run_id, k, v)
-
     # ---- failure handling --------------------------------------------------------------------
     def _guard(self, what: str, fn, *args, **kwargs) -> Any:
         try:

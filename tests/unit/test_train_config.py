@@ -116,9 +116,10 @@ def test_warmup_then_cosine_schedule() -> None:
     assert torch.tensor(vals).min() >= 0.1 - 1e-9
 
 
-@pytest.mark.parametrize("impl", ["fused", "foreach", "loop"])
+@pytest.mark.parametrize("impl", ["fused", "foreach"])
 def test_optimizer_kernels_take_the_same_step(impl) -> None:
-    """``optim.implementation`` changes the AdamW kernel, not the update (to float rounding)."""
+    """``optim.implementation`` changes the AdamW kernel, not the update (to float rounding): each kernel
+    against the per-tensor "loop" reference."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(257, 3)), torch.nn.Parameter(torch.randn(5))]
     grads = [torch.randn_like(p) for p in params]
