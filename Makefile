@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.fgclip/torch_extensions
 export FGCLIP_HOME ?= $(CURDIR)/.fgclip
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo dagster-demo dagster-dev test test-unit test-integration lint bench clean
+.PHONY: install cpu-allocator demo dagster-demo dagster-dev test test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,20 @@ $(STAMP): pyproject.toml Makefile
 	# Compile DeepSpeed's CPU shared-memory comm op once here (about 30 s), not inside the first
 	# multi-process training run where every rank would race to build and load it.
 	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()"
+	@$(MAKE) --no-print-directory cpu-allocator || echo "WARNING: tcmalloc not installed; CPU training keeps glibc malloc (fgclip train --cpu-allocator)"
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# tcmalloc for CPU training (fgclip train --cpu-allocator, benchmarks/train_step.py --allocator): glibc gives
+# every freed block of >= 32 MB back to the kernel, so DeepSpeed's per-step buffers are page-faulted in again
+# every step. Debian/Ubuntu package, needs root; optional (the project works without it).
+cpu-allocator:
+	@$(PY) -c "import sys; from fgclip_core.train.allocator import find_tcmalloc as f; sys.exit(f() is None)" \
+	  || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	       && { timeout 300 apt-get install -y -q libtcmalloc-minimal4 >/dev/null \
+	            || { timeout 300 apt-get update -q >/dev/null && timeout 300 apt-get install -y -q libtcmalloc-minimal4 >/dev/null; }; }; }
+	@$(PY) -c "from fgclip_core.train.allocator import find_tcmalloc as f; p = f(); print('tcmalloc:', p); assert p"
 
 demo: $(STAMP)
 	$(PY) -m fgclip_core.demo
@@ -54,7 +65,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) cpu-allocator
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
 
 clean:

@@ -71,6 +71,7 @@ def trained_model(context: AssetExecutionContext, workspace: WorkspaceResource, 
         "samples_per_s": summary["samples_per_s"],
         "recipe": training.recipe,
         "nproc": training.nproc,
+        "cpu_allocator": summary.get("cpu_allocator", "unknown"),
         "export_dir": MetadataValue.path(export),
         "mlflow_run_id": summary.get("run_id") or "",
     }

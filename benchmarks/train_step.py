@@ -13,6 +13,12 @@ Prints, on one batch and one set of weights:
     python benchmarks/train_step.py                      # tiny arch on CPU
     python benchmarks/train_step.py --arch ViT-B-16 --batch 32 --device cuda
     python benchmarks/train_step.py --only-deepspeed --ranks 2      # (c) vs DDP on 2 local processes
+    python benchmarks/train_step.py --only-deepspeed --arch ViT-B-16 --batch 8 --rounds 3 --iters 1 --warmup 1
+
+On CPU the C allocator matters for (c): glibc returns every freed block of >= 32 MB to the kernel, and
+DeepSpeed allocates parameter-sized buffers every step, which are then page-faulted in again (ViT-B-16:
+~1 s per step). ``--allocator`` (default auto: tcmalloc when installed, ``make cpu-allocator``) sets it for
+both sides alike and the first line prints which one ran.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fgclip_core.losses import LossConfig, fgclip_loss
 from fgclip_core.model import FGCLIPModel, load_arch
+from fgclip_core.train.allocator import allocator_env, loaded_allocator
 from fgclip_core.train.launch import free_port, launched_by_launcher
 from fgclip_core.train.step import FGCLIPTrainModule, naive_features, to_float32
 from fgclip_core.train.synthetic import SyntheticBatches, TextSpec
@@ -127,7 +134,13 @@ def main() -> None:
                     help="skip the exactness check and (a)/(b): for big archs on CPU, where the naive step takes minutes")
     ap.add_argument("--ranks", type=int, default=1,
                     help="(c) on N local processes: DeepSpeed vs torch DistributedDataParallel (implies --only-deepspeed)")
+    ap.add_argument("--allocator", default="auto", choices=["auto", "tcmalloc", "system"],
+                    help="C allocator of the measuring process(es), both sides alike (auto: tcmalloc when installed); "
+                         "see fgclip_core/train/allocator.py")
     args = ap.parse_args()
+    env, allocator = allocator_env(args.allocator)
+    if allocator != loaded_allocator():   # the allocator is chosen at process start: run this script again
+        raise SystemExit(subprocess.call([sys.executable, __file__, *sys.argv[1:]], env=env))
     if args.ranks > 1:
         args.only_deepspeed = True
         if not launched_by_launcher():   # re-run this script as N torchrun workers
@@ -151,7 +164,8 @@ def main() -> None:
     b = batch.to(device)
     b.pixel_values = b.pixel_values.to(dtype)
     report(f"device={device} arch={args.arch} batch={args.batch} per rank x {args.ranks} rank(s) boxes=4 negatives=10 "
-           f"params={sum(p.numel() for p in base.parameters()) / 1e6:.1f}M")
+           f"params={sum(p.numel() for p in base.parameters()) / 1e6:.1f}M threads={args.threads} "
+           f"allocator={loaded_allocator()}")
     if not args.only_deepspeed:
         check_and_compare(base, batch, b, dtype, cfg, eos, args, device)
     deepspeed_overhead(base, b, dtype, cfg, eos, args, device)

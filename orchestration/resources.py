@@ -20,6 +20,7 @@ checks, and a later per-shard partitioning adds a key below them)::
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -102,6 +103,8 @@ class TrainingResource(ConfigurableResource):
     recipe: str = Field(default="tiny-cpu-stage2", description="shipped recipe name (fgclip_core/train/recipes)")
     max_steps: int = Field(default=30, ge=1)
     nproc: int = Field(default=2, ge=1, description="local training processes (torchrun-style, gloo on CPU)")
+    cpu_allocator: Literal["system", "tcmalloc", "auto"] = Field(
+        default="system", description="C allocator of CPU training processes (fgclip train --cpu-allocator)")
     save_every: int | None = Field(default=None, ge=0, description="default: half of max_steps")
     overrides: list[str] = Field(default_factory=list, description="extra `--set KEY=VALUE` for fgclip train")
     experiment: str = Field(default="fgclip-train", description="MLflow experiment of the training runs")
@@ -115,7 +118,8 @@ class TrainingResource(ConfigurableResource):
         save_every = self.save_every if self.save_every is not None else max(1, self.max_steps // 2)
         cmd = [sys.executable, "-m", "fgclip_core", "train", "--recipe", self.recipe, "--data", data,
                "--output", output, "--init", init, "--max-steps", str(self.max_steps),
-               "--save-every", str(save_every), "--nproc", str(self.nproc), "--no-progress",
+               "--save-every", str(save_every), "--nproc", str(self.nproc), "--cpu-allocator", self.cpu_allocator,
+               "--no-progress",
                "--set", f"tracking.experiment={self.experiment}"]
         if run_name:
             cmd += ["--set", f"tracking.run_name={run_name}"]

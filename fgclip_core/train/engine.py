@@ -22,6 +22,7 @@ import torch
 
 from fgclip_core.data.batch import TrainBatch
 from fgclip_core.train import checkpoint as ckpt
+from fgclip_core.train.allocator import loaded_allocator
 from fgclip_core.train.config import TrainConfig
 from fgclip_core.train.ds_config import build_ds_config, resolve_precision
 from fgclip_core.train.launch import DistInfo, barrier, init_distributed
@@ -55,6 +56,7 @@ class TrainSummary:
     tracking_uri: str | None
     run_id: str | None
     tracking_failures: list[str] = field(default_factory=list)
+    cpu_allocator: str = "system"     # C allocator the training process ran with (allocator.loaded_allocator)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -376,7 +378,7 @@ class Trainer:
             checkpoint=str(self.ckpt_root / last_saved) if last_saved else None,
             export_dir=str(export) if export else None,
             tracking_uri=tracker.uri if cfg.tracking.enabled and rank == 0 else None, run_id=tracker.run_id,
-            tracking_failures=list(tracker.failures))
+            tracking_failures=list(tracker.failures), cpu_allocator=loaded_allocator())
         pipes.report_materialization(asdict(summary))
         pipes.close()
         return summary
@@ -418,7 +420,8 @@ class Trainer:
         t = Tracker(self.output, tc.uri, tc.experiment, tc.run_name, tc.system_metrics,
                     system_metrics_interval=tc.system_metrics_interval)
         tags = {"fgclip.stage": str(self.cfg.stage), "fgclip.world_size": str(self.dist.world),
-                "fgclip.zero_stage": str(self.cfg.deepspeed.zero_stage), "fgclip.precision": self.precision}
+                "fgclip.zero_stage": str(self.cfg.deepspeed.zero_stage), "fgclip.precision": self.precision,
+                "fgclip.cpu_allocator": loaded_allocator()}
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -70,13 +71,17 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
-def spawn_local(nproc: int, module_args: list[str]) -> int:
-    """Run ``python -m fgclip_core.train <module_args>`` as ``nproc`` local workers; returns the exit code."""
+def spawn_local(nproc: int, module_args: list[str], env: Mapping[str, str] | None = None) -> int:
+    """Run ``python -m fgclip_core.train <module_args>`` as ``nproc`` local workers; returns the exit code.
+
+    ``env``: the workers' environment (default: this process's), e.g. from ``allocator.allocator_env``.
+    """
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "fgclip_core.train", *module_args]
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    if nproc > 1:   # as torchrun does; one process keeps torch's own thread count
+        env.setdefault("OMP_NUM_THREADS", "1")
     env["FGCLIP_SPAWNED"] = "1"
     return subprocess.call(cmd, env=env)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fgclip_core.model import FGCLIPModel, load_arch
+from fgclip_core.train.allocator import find_tcmalloc
 from fgclip_core.train.engine import seed_everything
 from tests.integration.train_run import export_weights, run_train, summary
 
@@ -43,3 +44,15 @@ def test_two_ranks_match_one_rank_on_the_same_samples(reference, tmp_path, zero:
     seed_everything(0)
     init = FGCLIPModel(load_arch("tiny")).state_dict()
     assert (got["visual_projection.weight"] - init["visual_projection.weight"]).abs().max() > 1e-3
+
+
+@pytest.mark.skipif(find_tcmalloc() is None, reason="tcmalloc not installed (make cpu-allocator)")
+def test_cpu_allocator_tcmalloc_trains_in_a_child_with_the_same_weights(reference, tmp_path) -> None:
+    out = tmp_path / "run"
+    run_train(out, *COMMON, "--set", "data.loader.batch_size=8", "--set", "deepspeed.zero_stage=0",
+              "--cpu-allocator", "tcmalloc", recipe="tiny-cpu-stage1")
+    s = summary(out)
+    assert s["cpu_allocator"] == "tcmalloc" and s["samples"] == 8 * STEPS
+    got = export_weights(out)
+    for k, ref in reference.items():   # the allocator changes where tensors live, not what is computed
+        torch.testing.assert_close(got[k], ref, rtol=0, atol=0, msg=k)

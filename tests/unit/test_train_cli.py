@@ -37,3 +37,14 @@ def test_bad_override_and_fp16_are_usage_errors(tmp_path) -> None:
     assert res.exit_code == 2 and "fp16 is not supported" in res.output
     res = r.invoke(cli, [*base, "--resume", "earliest"])
     assert res.exit_code == 2
+
+
+def test_cpu_allocator_tcmalloc_missing_is_a_usage_error(tmp_path, monkeypatch) -> None:
+    import fgclip_core.train.allocator as alloc
+
+    monkeypatch.delenv("FGCLIP_TCMALLOC", raising=False)
+    monkeypatch.setattr(alloc, "find_tcmalloc", lambda: None)
+    res = CliRunner().invoke(cli, ["train", "--recipe", "tiny-cpu-stage2", "--data", "synthetic://",
+                                   "--output", str(tmp_path / "run"), "--cpu-allocator", "tcmalloc"])
+    assert res.exit_code == 2 and "make cpu-allocator" in res.output
+    assert not (tmp_path / "run").exists()   # nothing started
