@@ -8,7 +8,7 @@ Prints, on one batch and one set of weights:
       the losses must agree (relative difference <= 1e-5, checked in fp32) -> ratio a/b (target >= 2);
   (c) DeepSpeed engine (ZeRO stage --zero) against a plain PyTorch loop (the trainer's AdamW, clipping) on the same
       model and loss -> overhead (target <= 10%);
-  on a GPU (bf16) also model TFLOP/s and MFU of the fused step.
+  model TFLOP/s of the fused step (FLOPs counted by torch's FlopCounterMode), and on a GPU (bf16) its MFU.
 
     python benchmarks/train_step.py                      # tiny arch on CPU
     python benchmarks/train_step.py --arch ViT-B-16 --batch 32 --device cuda
@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--zero", type=int, default=2, choices=[0, 1, 2, 3])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="training dtype (auto: bf16 on CUDA, fp32 on CPU); the exactness check is always fp32")
     ap.add_argument("--only-deepspeed", action="store_true",
                     help="skip the exactness check and (a)/(b): for big archs on CPU, where the naive step takes minutes")
     ap.add_argument("--ranks", type=int, default=1,
@@ -160,7 +162,7 @@ def main() -> None:
     batch = make_batch(base, args.batch, seed=1 + rank)   # each rank its own samples, as in training
     cfg = LossConfig()
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if args.dtype == "bf16" or (args.dtype == "auto" and device.type == "cuda") else torch.float32
     b = batch.to(device)
     b.pixel_values = b.pixel_values.to(dtype)
     report(f"device={device} arch={args.arch} batch={args.batch} per rank x {args.ranks} rank(s) boxes=4 negatives=10 "
@@ -196,17 +198,19 @@ def check_and_compare(base, batch, b, dtype, cfg, eos, args, device) -> None:
         t_u, _, ratio_u = paired(fwd_bwd(module, b, fused=False), fwd_bwd(module, b, fused=True), args, device)
         report(f"    unfused but trimmed  : {args.batch / t_u:9.2f} samples/s; fused/unfused = {1 / ratio_u:.2f}x")
 
-    if device.type == "cuda":
-        from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as fc:
-            fwd_bwd(module, b)()
-        flops = fc.get_total_flops()
-        tflops = flops / t_f / 1e12
+    with FlopCounterMode(display=False) as fc:   # model FLOPs of one fused fwd+bwd (matmuls, convs, attention)
+        fwd_bwd(module, b)()
+    flops = fc.get_total_flops()
+    tflops = flops / t_f / 1e12
+    if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         mfu = f"{100 * tflops / peak:.1f}% of {peak:.0f} TFLOP/s bf16 peak" if peak else "n/a (unknown peak)"
-        report(f"    fused step: {flops / 1e12:.3f} TFLOP/step, {tflops:.1f} TFLOP/s, MFU {mfu} ({name})")
+    else:
+        name, mfu = "CPU", "n/a on CPU"
+    report(f"    fused step: {flops / 1e12:.4f} TFLOP/step, {tflops:.3f} TFLOP/s, MFU {mfu} ({name})")
 
 
 def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
@@ -218,7 +222,8 @@ def deepspeed_overhead(base, b, dtype, cfg, eos, args, device) -> None:
     from fgclip_core.train.launch import init_distributed
 
     dist = init_distributed()
-    tcfg = TrainConfig(data={"loader": {"batch_size": args.batch}}, deepspeed={"zero_stage": args.zero},
+    tcfg = TrainConfig(data={"loader": {"batch_size": args.batch}},
+                       deepspeed={"zero_stage": args.zero, "precision": "bf16" if dtype == torch.bfloat16 else "fp32"},
                        optim={"lr": 1e-5, "warmup_steps": 0, "schedule": "constant"})
 
     def groups(m):
