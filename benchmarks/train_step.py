@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fgclip_core.losses import LossConfig, fgclip_loss
 from fgclip_core.model import FGCLIPModel, load_arch
-from fgclip_core.train.allocator import allocator_env, loaded_allocator
+from fgclip_core.train.allocator import CPU_ALLOCATORS, allocator_env, loaded_allocator, preload_changes
 from fgclip_core.train.launch import free_port, launched_by_launcher
 from fgclip_core.train.step import FGCLIPTrainModule, naive_features, to_float32
 from fgclip_core.train.synthetic import SyntheticBatches, TextSpec
@@ -136,12 +136,12 @@ def main() -> None:
                     help="skip the exactness check and (a)/(b): for big archs on CPU, where the naive step takes minutes")
     ap.add_argument("--ranks", type=int, default=1,
                     help="(c) on N local processes: DeepSpeed vs torch DistributedDataParallel (implies --only-deepspeed)")
-    ap.add_argument("--allocator", default="auto", choices=["auto", "tcmalloc", "system"],
+    ap.add_argument("--allocator", default="auto", choices=CPU_ALLOCATORS,
                     help="C allocator of the measuring process(es), both sides alike (auto: tcmalloc when installed); "
                          "see fgclip_core/train/allocator.py")
     args = ap.parse_args()
-    env, allocator = allocator_env(args.allocator)
-    if allocator != loaded_allocator():   # the allocator is chosen at process start: run this script again
+    env, _ = allocator_env(args.allocator)
+    if preload_changes(env):   # the allocator is chosen at process start: run this script again
         raise SystemExit(subprocess.call([sys.executable, __file__, *sys.argv[1:]], env=env))
     if args.ranks > 1:
         args.only_deepspeed = True

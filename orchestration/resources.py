@@ -20,12 +20,12 @@ checks, and a later per-shard partitioning adds a key below them)::
 import os
 import sys
 from pathlib import Path
-from typing import Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from fgclip_core import storage
+from fgclip_core.train.allocator import CpuAllocator
 
 RAW = "raw/sample"
 ANNOTATED = "annotated"
@@ -103,7 +103,7 @@ class TrainingResource(ConfigurableResource):
     recipe: str = Field(default="tiny-cpu-stage2", description="shipped recipe name (fgclip_core/train/recipes)")
     max_steps: int = Field(default=30, ge=1)
     nproc: int = Field(default=2, ge=1, description="local training processes (torchrun-style, gloo on CPU)")
-    cpu_allocator: Literal["system", "tcmalloc", "auto"] = Field(
+    cpu_allocator: CpuAllocator = Field(
         default="system", description="C allocator of CPU training processes (fgclip train --cpu-allocator)")
     save_every: int | None = Field(default=None, ge=0, description="default: half of max_steps")
     overrides: list[str] = Field(default_factory=list, description="extra `--set KEY=VALUE` for fgclip train")

@@ -6,8 +6,11 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import cast
 
 import click
+
+from fgclip_core.train.allocator import CPU_ALLOCATORS
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 @click.option("--save-every", type=click.IntRange(min=0), help="Checkpoint every N steps (0: only at the end).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local processes (torchrun-style). Under torchrun/deepspeed the launcher decides.")
-@click.option("--cpu-allocator", type=click.Choice(["system", "tcmalloc", "auto"]), default="system", show_default=True,
+@click.option("--cpu-allocator", type=click.Choice(CPU_ALLOCATORS), default="system", show_default=True,
               help="C allocator of the training processes; tcmalloc spares CPU runs the page faults of DeepSpeed's "
                    "per-step buffers (auto: tcmalloc when installed; system: whatever this process runs with). "
                    "tcmalloc/auto start the training in child processes (as --nproc does).")
@@ -45,7 +48,7 @@ def train(recipe: str | None, config_file: str | None, data_url: str | None, out
     deepspeed --hostfile hosts --module fgclip_core.train --recipe stage2 --data s3://b/shards --output runs/s2
     """
     from fgclip_core.config import ConfigError
-    from fgclip_core.train.allocator import allocator_env, loaded_allocator
+    from fgclip_core.train.allocator import CpuAllocator, allocator_env, loaded_allocator, preload_changes
     from fgclip_core.train.config import resolve_config
     from fgclip_core.train.launch import launched_by_launcher, spawn_local
 
@@ -70,17 +73,20 @@ def train(recipe: str | None, config_file: str | None, data_url: str | None, out
         raise click.UsageError("no training data: pass --data URL (or set data.url in the config)")
     out = Path(output)
 
-    worker_env, allocator = None, loaded_allocator()
-    if cpu_allocator != "system" and not launched_by_launcher():
-        try:
-            worker_env, allocator = allocator_env(cpu_allocator)  # type: ignore[arg-type]
-        except FileNotFoundError as e:
-            raise click.UsageError(str(e)) from e
-        log.info("CPU allocator of the training processes: %s", allocator)
-    elif cpu_allocator != "system" and loaded_allocator() != "tcmalloc":
-        log.warning("--cpu-allocator %s ignored: the launcher started this process (allocator: %s); set LD_PRELOAD "
-                    "in the launcher's environment instead", cpu_allocator, loaded_allocator())
-    if (nproc > 1 or allocator != loaded_allocator()) and not launched_by_launcher():
+    worker_env: dict[str, str] | None = None
+    if cpu_allocator != "system":
+        if launched_by_launcher():
+            if loaded_allocator() != "tcmalloc":
+                log.warning("--cpu-allocator %s ignored: the launcher started this process (allocator: %s); set "
+                            "LD_PRELOAD in the launcher's environment instead", cpu_allocator, loaded_allocator())
+        else:
+            try:
+                worker_env, chosen = allocator_env(cast(CpuAllocator, cpu_allocator))
+            except FileNotFoundError as e:
+                raise click.UsageError(str(e)) from e
+            log.info("CPU allocator of the training processes: %s", chosen)
+    restart = worker_env is not None and preload_changes(worker_env)
+    if (nproc > 1 or restart) and not launched_by_launcher():
         out.mkdir(parents=True, exist_ok=True)
         resolved = out / "train_config.json"
         resolved.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))

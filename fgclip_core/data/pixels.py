@@ -115,10 +115,6 @@ class PixelBatcher:
             image = image.resize((s, s), resample=Image.Resampling.BICUBIC)
         return image
 
-    def to_uint8(self, image: Image.Image) -> np.ndarray:
-        """``[S, S, 3]`` uint8 of ``resized(image)``."""
-        return np.asarray(self.resized(image))
-
     def new_batch(self, n: int) -> torch.Tensor:
         """Uninitialised uint8 ``[n, 3, S, S]`` (shared memory inside a DataLoader worker) for ``put``."""
         s = self.size

@@ -13,6 +13,8 @@ glibc took ~300,000 per plain step and ~500,000 per DeepSpeed ZeRO-2 step).
 The allocator has to be chosen before the process starts (``LD_PRELOAD``), so this module only finds
 the library and builds the environment for a child process; ``loaded_allocator()`` reports what the
 current process runs with (logged as a run tag by the trainer, printed by the benchmarks).
+``preload_changes(env)`` tells a caller whether a process started with ``env`` would run with another
+preload than this one (only then is there a reason to start one).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import ctypes.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 CpuAllocator = Literal["system", "tcmalloc", "auto"]
+CPU_ALLOCATORS: tuple[str, ...] = get_args(CpuAllocator)   # the choices the CLI, benchmarks and Dagster offer
 
 # what the Debian/Ubuntu package ``libtcmalloc-minimal4`` (or gperftools) installs
 _SEARCH = ("tcmalloc_minimal", "tcmalloc")
@@ -93,3 +96,8 @@ def allocator_env(kind: CpuAllocator, env: Mapping[str, str] | None = None) -> t
     else:
         out.pop("LD_PRELOAD", None)
     return out, chosen
+
+
+def preload_changes(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` preloads other libraries than this process was started with."""
+    return env.get("LD_PRELOAD", "") != os.environ.get("LD_PRELOAD", "")

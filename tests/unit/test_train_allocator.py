@@ -49,3 +49,13 @@ def test_a_wrong_explicit_path_is_named(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("FGCLIP_TCMALLOC", str(tmp_path / "nope.so"))
     with pytest.raises(FileNotFoundError, match=r"nope\.so"):
         find_tcmalloc()
+
+
+def test_a_restart_is_needed_only_when_the_preload_changes(monkeypatch) -> None:
+    from fgclip_core.train.allocator import preload_changes
+
+    monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libjemalloc.so.2")
+    env, chosen = allocator_env("system")   # keeps a preload that is not tcmalloc: nothing to restart for
+    assert chosen == "system" and not preload_changes(env)
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libtcmalloc_minimal.so.4")
+    assert preload_changes(allocator_env("system")[0])
