@@ -90,7 +90,8 @@ def load_yaml(text: str, source: str = "<yaml>") -> Any:
         _expanded_size(node)
         return loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise _config_error(f"{source}: not valid YAML (or refused): {' '.join(str(e).split())}") from e
+        reason = " ".join(str(e).replace('"<unicode string>", ', "").split())
+        raise _config_error(f"{source}: not valid YAML (or refused): {reason}") from e
     except RecursionError as e:
         raise _config_error(f"{source}: YAML nested too deeply") from e
     finally:

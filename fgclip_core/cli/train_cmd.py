@@ -10,12 +10,13 @@ from typing import cast
 
 import click
 
+from fgclip_core.cli.errors import ReportingCommand
 from fgclip_core.train.allocator import CPU_ALLOCATORS
 
 log = logging.getLogger(__name__)
 
 
-@click.command(name="train")
+@click.command(name="train", cls=ReportingCommand)
 @click.option("--recipe", help="Shipped recipe name (tiny-cpu-stage1, tiny-cpu-stage2, stage1, stage2, ...).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training config file (YAML/JSON).")
 @click.option("--data", "data_url", help="Shard folder or URL (manifest.json + shard-*.tar), or synthetic://.")
