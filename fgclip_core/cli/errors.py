@@ -2,7 +2,7 @@
 
 - An error the user caused (a :class:`~fgclip_core.errors.UserError`, one of :func:`user_error_types`,
   a ``click.ClickException`` raised by a command) prints ``error: <one line>`` on stderr and exits 1.
-- A usage error (bad or missing flag) keeps click's usage text, its message on one line, and exits 2.
+- A usage error (bad or missing flag) prints ``error: <one line> (see 'fgclip CMD --help')``, exits 2.
 - ``fgclip --debug ...`` or ``FGCLIP_DEBUG=1`` prints the traceback first (the exit code is the same).
 - Anything else is a bug: it propagates with its traceback.
 Credentials in URLs inside a message are masked (``fgclip_core.redact``).
@@ -75,8 +75,8 @@ def report(e: BaseException) -> NoReturn:
     if isinstance(e, click.UsageError):
         if debug_enabled():
             traceback.print_exception(e)
-        e.message = one_line(e.message)
-        e.show()
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"error: {one_line(e.format_message())}{hint}", err=True)
         _exit(e.exit_code)
     if isinstance(e, click.ClickException):
         if debug_enabled():

@@ -250,8 +250,9 @@ def test_train_cli_refuses_the_bomb_in_one_line(tmp_path):
     p.write_text(billion_laughs())
     r = CliRunner().invoke(cli, ["train", "--config", str(p), "--output", str(tmp_path / "run")])
     assert r.exit_code == 2 and "Traceback" not in r.output
-    errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and "bomb.yaml: not valid YAML (or refused): expands to more than" in errors[0]
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "bomb.yaml: not valid YAML (or refused): expands to more than" in lines[0]
 
 
 def test_no_yaml_loader_outside_the_safe_module():
