@@ -7,6 +7,9 @@
 - :func:`bounded_http` sets MLflow 3's ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``..._TIMEOUT`` /
   ``..._BACKOFF_FACTOR`` for the duration of a block (MLflow reads them per request), so an
   unreachable server fails in seconds instead of minutes of retries (defaults: 7 retries, 120 s).
+- :func:`keep_credentials_off_stdout`: MLflow prints "View run ... at: <URI>" with the URI's user
+  info on every finished run; for a URI with credentials that printing is switched off
+  (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``, process-wide).
 - :class:`TrackingUnavailable` is the user error for a server that cannot be reached.
 Every message names the URI with :func:`~fgclip_core.redact.redact_uri`.
 """
@@ -45,6 +48,12 @@ def _auth_header(uri: str) -> tuple[str, dict[str, str]]:
         basic = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         headers["Authorization"] = f"Basic {basic}"
     return bare, headers
+
+
+def keep_credentials_off_stdout(uri: str | None) -> None:
+    """Stop MLflow from printing run links that would carry ``uri``'s user info."""
+    if uri and is_http(uri) and strip_userinfo(uri)[1] is not None:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def probe(uri: str, timeout: float = 3.0) -> str | None:

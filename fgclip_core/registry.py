@@ -34,7 +34,7 @@ from mlflow.models import infer_signature
 from mlflow.pyfunc import PyFuncModel, PythonModel
 
 from fgclip_core.errors import UserError
-from fgclip_core.mlflow_http import bounded_http, require_reachable
+from fgclip_core.mlflow_http import bounded_http, keep_credentials_off_stdout, require_reachable
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[
         raise FileNotFoundError(f"{ckpt}: not an FG-CLIP checkpoint directory (no config.json)")
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    keep_credentials_off_stdout(mlflow.get_tracking_uri())
     require_reachable(mlflow.get_tracking_uri())
     with bounded_http():
         return _register(ckpt, name, metrics, tags, run_id)
@@ -194,6 +195,7 @@ def promote(name: str, version: str, metric: str, *, higher_is_better: bool = Tr
     ``min_delta`` (or there is no champion yet). The decision is written as version tags."""
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    keep_credentials_off_stdout(mlflow.get_tracking_uri())
     require_reachable(mlflow.get_tracking_uri())
     with bounded_http():
         return _promote(name, version, metric, higher_is_better, min_delta)

@@ -30,7 +30,7 @@ from fgclip_core.eval.report import ReportPaths, write_report
 from fgclip_core.eval.result import SuiteResult
 from fgclip_core.eval.suites import box_cls, fgovd, long_retrieval, short_retrieval, zeroshot
 from fgclip_core.eval.tracking import log_to_mlflow, mlflow_name
-from fgclip_core.mlflow_http import bounded_http, probe
+from fgclip_core.mlflow_http import bounded_http, keep_credentials_off_stdout, probe
 from fgclip_core.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def _log_tracking(flat: dict[str, float], artifacts: list[tuple[Path, str]], tra
                   tags: dict[str, str]) -> tuple[str | None, str | None]:
     """``(run id, None)`` or ``(None, one-line reason)``; never raises for a tracking failure."""
     where = redact_uri(tracking_uri) if tracking_uri else "the active MLflow run"
+    keep_credentials_off_stdout(tracking_uri)
     why = probe(tracking_uri) if tracking_uri else None
     if why:
         reason = f"MLflow at {where} is not reachable ({why}); metrics are in the output folder only"

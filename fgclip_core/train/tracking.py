@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgclip_core.mlflow_http import probe
+from fgclip_core.mlflow_http import keep_credentials_off_stdout, probe
 from fgclip_core.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class Tracker:
             return
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+        keep_credentials_off_stdout(self._uri)
         why = _reachable(self._uri)
         if why:
             self._disable(f"MLflow at {self.uri} is not reachable ({why})")
