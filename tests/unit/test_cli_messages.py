@@ -188,3 +188,17 @@ def test_report_passes_exit_codes(tmp_path: Path):
     with pytest.raises(SystemExit) as e:
         cli_errors.report(click.exceptions.Exit(3))
     assert e.value.code == 3
+
+
+def test_spawned_workers_get_a_credentialed_uri_through_the_environment(monkeypatch):
+    from fgclip_core.cli.train_cmd import _config_for_workers
+    from fgclip_core.train.config import resolve_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = resolve_config("tiny-cpu-stage1", None, ['tracking.uri="http://u:hunter2@127.0.0.1:5000"'])
+    dumped, env = _config_for_workers(cfg, None)
+    assert dumped["tracking"]["uri"] is None and "hunter2" not in json.dumps(dumped)
+    assert env is not None and env["MLFLOW_TRACKING_URI"] == "http://u:hunter2@127.0.0.1:5000"
+    plain = resolve_config("tiny-cpu-stage1", None, ['tracking.uri="http://127.0.0.1:5000"'])
+    dumped, env = _config_for_workers(plain, {"A": "1"})
+    assert dumped["tracking"]["uri"] == "http://127.0.0.1:5000" and env == {"A": "1"}
