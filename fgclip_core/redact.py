@@ -16,8 +16,9 @@ MASK = "***"
 # query keys whose values are secrets (lower case)
 _SECRET_KEYS = ("token", "password", "passwd", "secret", "signature", "x-amz-signature", "x-amz-credential",
                 "x-amz-security-token", "access_token", "api_key", "apikey", "key", "sig")
-# scheme://userinfo@ anywhere in a text; userinfo has no '/', '@' or whitespace
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+# scheme://userinfo@ anywhere in a text: up to the last '@' before the first '/' or whitespace (a password
+# with an unescaped '@' is still masked whole)
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s'\"]+)@")
 
 
 def _mask_query(query: str) -> str:

@@ -167,6 +167,8 @@ def test_redact_uri(uri, masked):
 def test_redact_text_and_strip_userinfo():
     assert redact_text("API request to http://u:p@h:1/api failed; see https://x@y/z") == \
         "API request to http://***@h:1/api failed; see https://***@y/z"
+    assert redact_text("uri http://u:p@ss@h:1/a@b and mail a@b.c") == "uri http://***@h:1/a@b and mail a@b.c"
+    assert redact_uri("http://u:p@ss@h:1/a") == "http://***@h:1/a"
     assert strip_userinfo("http://u:p%40w@h:1/a") == ("http://h:1/a", "u", "p@w")
     assert strip_userinfo("http://h:1/a") == ("http://h:1/a", None, None)
 
