@@ -100,6 +100,8 @@ class ReportingMixin:
         base = super().main  # type: ignore[misc]
         if not standalone_mode:
             return base(args, prog_name, complete_var, False, **extra)
+        global _debug_flag
+        _debug_flag = False  # per invocation: the group's --debug sets it again
         try:
             rv = base(args, prog_name, complete_var, False, **extra)
         except Exception as e:  # report() re-raises everything that is not a user error
