@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fgclip_core.errors import UserError
+from fgclip_core.safe_yaml import MAX_BYTES, load_yaml
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -23,20 +25,36 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A config file or override is malformed; the message names the file and the field."""
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """pydantic's errors as one line: ``field.path: message (got value)``, ``; ``-separated."""
+    items = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "<root>"
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        items.append(f"{loc}: {err.get('msg')} (got {got})")
+    return "; ".join(items)
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
+        if p.is_file() and p.stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{p}: config larger than {MAX_BYTES} bytes")
         text = p.read_text()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read config: {e}") from e
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from e
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ConfigError(f"{p}: not valid JSON: {e}") from e
+    else:
+        data = load_yaml(text, str(p))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -51,7 +69,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw, f"override {item!r}")
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -74,4 +92,4 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
         return model.model_validate(data)
     except ValidationError as e:
         where = str(path) if path is not None else model.__name__
-        raise ConfigError(f"{where}: invalid config:\n{e}") from e
+        raise ConfigError(f"{where}: invalid config: {format_validation_error(e)}") from e

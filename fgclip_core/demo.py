@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from fgclip_core.redact import redact_uri
 from fgclip_core.sample import materialize_sample, write_image_metadata
 
 
@@ -105,7 +106,7 @@ def run(work: Path, steps: int, nproc: int) -> dict[str, object]:
     summary = {"work": str(work), "report": str(report), "registered": reg, "promotion": decision,
                "seconds": round(time.perf_counter() - t_all, 1)}
     print("\n=== done in {seconds} s\nreport: {report}\nMLflow: {uri}".format(
-        uri=os.environ["MLFLOW_TRACKING_URI"], **summary))
+        uri=redact_uri(os.environ["MLFLOW_TRACKING_URI"]), **summary))
     return summary
 
 

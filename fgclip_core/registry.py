@@ -9,6 +9,10 @@ Input of the pyfunc: a DataFrame with a ``text`` column and/or an ``image`` colu
 image bytes); each row is embedded as an image when ``image`` is set, else as a text. Param
 ``text_mode``: ``long`` (248 tokens, ``text_filip_projection``) or ``short`` (77, ``text_projection``).
 Output: a DataFrame with ``kind`` and ``embedding`` (L2-normalised floats).
+
+An HTTP tracking server is probed first and every MLflow call runs with bounded retries
+(``fgclip_core.mlflow_http``): an unreachable server fails in seconds with one line naming the
+(masked) URI, before the checkpoint is loaded.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PyFuncModel, PythonModel
 
+from fgclip_core.errors import UserError
+from fgclip_core.mlflow_http import bounded_http, keep_credentials_off_stdout, require_reachable
+
 log = logging.getLogger(__name__)
+
+class RegistryError(ValueError, UserError):
+    """A registry request that cannot be carried out (e.g. the version has no such metric)."""
+
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -130,6 +141,14 @@ def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[
         raise FileNotFoundError(f"{ckpt}: not an FG-CLIP checkpoint directory (no config.json)")
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    keep_credentials_off_stdout(mlflow.get_tracking_uri())
+    require_reachable(mlflow.get_tracking_uri())
+    with bounded_http():
+        return _register(ckpt, name, metrics, tags, run_id)
+
+
+def _register(ckpt: Path, name: str, metrics: dict[str, float] | None, tags: dict[str, str] | None,
+              run_id: str | None) -> RegisteredVersion:
     client = MlflowClient()
     example = _example_input(ckpt)
     wrapper = FGCLIPPyfunc()
@@ -176,10 +195,17 @@ def promote(name: str, version: str, metric: str, *, higher_is_better: bool = Tr
     ``min_delta`` (or there is no champion yet). The decision is written as version tags."""
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    keep_credentials_off_stdout(mlflow.get_tracking_uri())
+    require_reachable(mlflow.get_tracking_uri())
+    with bounded_http():
+        return _promote(name, version, metric, higher_is_better, min_delta)
+
+
+def _promote(name: str, version: str, metric: str, higher_is_better: bool, min_delta: float) -> PromotionDecision:
     client = MlflowClient()
     value = _version_metric(client, name, version, metric)
     if value is None or math.isnan(value):
-        raise ValueError(f"{name} version {version} has no tag metric.{_metric_key(metric)}: "
+        raise RegistryError(f"{name} version {version} has no tag metric.{_metric_key(metric)}: "
                          "register it with that metric")
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)

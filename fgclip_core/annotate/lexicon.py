@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-import yaml
+from fgclip_core.safe_yaml import load_yaml
 
 CATEGORIES = ("colour", "material", "size", "count", "pattern", "texture", "shape", "state")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
@@ -94,8 +94,8 @@ def _extra_colour_names(exclude: set[str]) -> set[str]:
 @lru_cache(maxsize=1)
 def load_lexicon() -> Lexicon:
     base = resources.files("fgclip_core.annotate") / "lexicons"
-    attrs = yaml.safe_load((base / "attributes.yaml").read_text())
-    grammar = yaml.safe_load((base / "grammar.yaml").read_text())
+    attrs = load_yaml((base / "attributes.yaml").read_text(), "attributes.yaml")
+    grammar = load_yaml((base / "grammar.yaml").read_text(), "grammar.yaml")
     groups = {c: _groups(attrs[c], c) for c in CATEGORIES}
     lex = Lexicon(groups=groups, colour_modifiers=_groups(attrs["colour_modifiers"], "colour_modifiers"))
     for cat in CATEGORIES:

@@ -7,12 +7,17 @@ import logging
 import click
 
 from fgclip_core.cli import annotate_cmd, data_cmd, eval_cmd, model_cmd, registry_cmd, train_cmd
+from fgclip_core.cli.errors import ReportingGroup, set_debug
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def cli(verbose: int) -> None:
-    """FG-CLIP: fine-grained CLIP models, data, training and evaluation."""
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error (also FGCLIP_DEBUG=1).")
+def cli(verbose: int, debug: bool) -> None:
+    """FG-CLIP: fine-grained CLIP models, data, training and evaluation.
+
+    An error you can fix prints one line, `error: ...`, and exits 1 (2 for a usage error)."""
+    set_debug(debug)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

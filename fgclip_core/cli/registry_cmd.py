@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+
+
+@contextmanager
+def _mlflow_errors(tracking_uri: str | None) -> Iterator[None]:
+    """An error answered by the MLflow server (bad name, permission, server error) as one line."""
+    from mlflow.exceptions import MlflowException
+
+    from fgclip_core.redact import redact_uri
+
+    try:
+        yield
+    except MlflowException as e:
+        import mlflow
+
+        raise click.ClickException(f"MLflow at {redact_uri(tracking_uri or mlflow.get_tracking_uri())}: "
+                                   f"{e.message}") from e
+
+
+def _call(fn: Callable, tracking_uri: str | None, *args, **kwargs):
+    with _mlflow_errors(tracking_uri):
+        return fn(*args, tracking_uri=tracking_uri, **kwargs)
 
 
 def _read_metrics(paths: tuple[str, ...]) -> dict[str, float]:
@@ -39,7 +62,7 @@ def register(model_dir: str, name: str, metrics_files: tuple[str, ...], tracking
     """Log MODEL as a pyfunc, register a new version of NAME, alias it `challenger`."""
     from fgclip_core.registry import register_checkpoint
 
-    rv = register_checkpoint(model_dir, name, metrics=_read_metrics(metrics_files), tracking_uri=tracking_uri)
+    rv = _call(register_checkpoint, tracking_uri, model_dir, name, metrics=_read_metrics(metrics_files))
     click.echo(json.dumps({"name": rv.name, "version": rv.version, "model_uri": rv.model_uri, "run_id": rv.run_id}))
 
 
@@ -55,6 +78,6 @@ def promote_cmd(name: str, version: str, metric: str, lower_is_better: bool, min
     """Alias VERSION `champion` if METRIC beats the current champion."""
     from fgclip_core.registry import promote
 
-    d = promote(name, version, metric, higher_is_better=not lower_is_better, min_delta=min_delta,
-                tracking_uri=tracking_uri)
+    d = _call(promote, tracking_uri, name, version, metric, higher_is_better=not lower_is_better,
+              min_delta=min_delta)
     click.echo(json.dumps(d.to_dict()))

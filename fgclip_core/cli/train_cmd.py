@@ -10,12 +10,13 @@ from typing import cast
 
 import click
 
+from fgclip_core.cli.errors import ReportingCommand
 from fgclip_core.train.allocator import CPU_ALLOCATORS
 
 log = logging.getLogger(__name__)
 
 
-@click.command(name="train")
+@click.command(name="train", cls=ReportingCommand)
 @click.option("--recipe", help="Shipped recipe name (tiny-cpu-stage1, tiny-cpu-stage2, stage1, stage2, ...).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training config file (YAML/JSON).")
 @click.option("--data", "data_url", help="Shard folder or URL (manifest.json + shard-*.tar), or synthetic://.")
@@ -89,7 +90,8 @@ def train(recipe: str | None, config_file: str | None, data_url: str | None, out
     if (nproc > 1 or restart) and not launched_by_launcher():
         out.mkdir(parents=True, exist_ok=True)
         resolved = out / "train_config.json"
-        resolved.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        dumped, worker_env = _config_for_workers(cfg, worker_env)
+        resolved.write_text(json.dumps(dumped, indent=2))
         args = ["--config", str(resolved), "--output", str(out)]
         if resume:
             args += ["--resume", resume]
@@ -103,6 +105,19 @@ def train(recipe: str | None, config_file: str | None, data_url: str | None, out
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) != nproc:
         log.warning("--nproc %d ignored: the launcher started WORLD_SIZE=%s processes", nproc, os.environ["WORLD_SIZE"])
     _run_worker(cfg, out, resume is not None, not no_progress)
+
+
+def _config_for_workers(cfg, env: dict[str, str] | None) -> tuple[dict, dict[str, str] | None]:
+    """The config the workers read from ``OUTPUT/train_config.json`` and their environment: a tracking URI
+    with credentials travels in ``MLFLOW_TRACKING_URI`` (the workers' environment), never in the file."""
+    from fgclip_core.redact import strip_userinfo
+
+    dumped = cfg.model_dump(mode="json")
+    uri = cfg.tracking.uri
+    if uri and strip_userinfo(uri)[1] is not None:
+        dumped["tracking"]["uri"] = None
+        env = {**(os.environ if env is None else env), "MLFLOW_TRACKING_URI": uri}
+    return dumped, env
 
 
 def _run_worker(cfg, out: Path, resume: bool, progress: bool) -> None:

@@ -7,6 +7,10 @@ Output layout (``OUT``):
   ``OUT/metrics.json`` = ``{"suite": "all", "n": total, "metrics": {"<name>/<metric>": value}}``;
 * always ``OUT/report.html`` and ``OUT/report.png``; the embedding cache under ``OUT/cache``
   unless ``settings.cache_dir`` says otherwise.
+
+MLflow logging comes last and is never fatal: every file above is written first; an unreachable or
+failing tracking server is reported in one warning line (``EvalOutcome.tracking_failure``), within
+seconds (one probe, then bounded retries; ``fgclip_core.mlflow_http``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from fgclip_core.eval.report import ReportPaths, write_report
 from fgclip_core.eval.result import SuiteResult
 from fgclip_core.eval.suites import box_cls, fgovd, long_retrieval, short_retrieval, zeroshot
 from fgclip_core.eval.tracking import log_to_mlflow, mlflow_name
+from fgclip_core.mlflow_http import bounded_http, keep_credentials_off_stdout, probe
+from fgclip_core.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,27 @@ class EvalOutcome:
     metrics_path: Path
     report: ReportPaths
     mlflow_run_id: str | None
+    tracking_failure: str | None = None
+
+
+def _log_tracking(flat: dict[str, float], artifacts: list[tuple[Path, str]], tracking_uri: str | None,
+                  tags: dict[str, str]) -> tuple[str | None, str | None]:
+    """``(run id, None)`` or ``(None, one-line reason)``; never raises for a tracking failure."""
+    where = redact_uri(tracking_uri) if tracking_uri else "the active MLflow run"
+    keep_credentials_off_stdout(tracking_uri)
+    why = probe(tracking_uri) if tracking_uri else None
+    if why:
+        reason = f"MLflow at {where} is not reachable ({why}); metrics are in the output folder only"
+    else:
+        try:
+            with bounded_http():
+                return log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri, tags=tags), None
+        except Exception as e:  # tracking must not lose an evaluation whose files are written
+            reason = f"MLflow logging to {where} failed ({type(e).__name__}: {e}); metrics are in the output folder only"
+    reason = " ".join(redact_text(reason).split())
+    reason = reason if len(reason) <= 600 else reason[:597] + "..."
+    log.warning("%s", reason)
+    return None, reason
 
 
 def _cached(model_dir: str, settings: EvalSettings, out: Path, factory: EncoderFactory) -> CachedEncoder:
@@ -109,6 +136,8 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
 
     flat = {mlflow_name("eval", r.benchmark, k): v for r, _ in pairs for k, v in r.metrics.items()}
     flat.update({mlflow_name("eval_baseline", b.benchmark, k): v for _, b in pairs if b for k, v in b.metrics.items()})
-    run_id = log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri,
-                           tags={"eval.model": model_dir, "eval.baseline": baseline_dir or ""})
-    return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id)
+    run_id, failure = _log_tracking(flat, artifacts, tracking_uri,
+                                    tags={"eval.model": redact_text(str(model_dir)),
+                                          "eval.baseline": redact_text(baseline_dir or "")})
+    return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id,
+                       tracking_failure=failure)

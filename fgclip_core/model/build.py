@@ -83,7 +83,7 @@ def convert_checkpoint(source: str | Path, output: str | Path) -> list[str]:
             build_clip_tokenizer(out)
         size = model.config.vision_config.image_size
         if (src / PREPROCESSOR_NAME).is_file():
-            proc = ImageProcessor.from_pretrained(src)
+            proc = ImageProcessor.from_pretrained(src, check_model=False)  # the size is replaced below
             if proc.size != size:
                 notes.append(f"image processor: size {proc.size} in {PREPROCESSOR_NAME} differs from the "
                              f"model's image_size {size}; using {size}")

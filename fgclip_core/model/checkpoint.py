@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from safetensors.torch import save_file
 
 from fgclip_core import storage
 from fgclip_core.config import ConfigError
+from fgclip_core.errors import UserError
 from fgclip_core.model.config import FGCLIPConfig
 from fgclip_core.model.modeling import FGCLIPModel, long_positions_from_short
 
@@ -40,11 +42,12 @@ WEIGHT_CANDIDATES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
 # Buffers that some writers (older transformers, the official release) put into state dicts.
 IGNORED_KEY_SUFFIXES = ("embeddings.position_ids",)
 
+MAX_INDEX_BYTES = 64 * 1024 * 1024
 LONG_KEYS = ("text_model.embeddings.position_embedding_ori.weight",
              "text_model.embeddings.position_embedding_res.weight")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, UserError):
     """A checkpoint is missing, unreadable or does not fit the model; the message says which and why."""
 
 
@@ -117,11 +120,21 @@ def _read_bin(file: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _read_index(index: Path, reader) -> dict[str, torch.Tensor]:
+def _weight_map(index: Path) -> dict[str, str]:
     try:
+        if index.stat().st_size > MAX_INDEX_BYTES:
+            raise CheckpointError(f"{index}: shard index larger than {MAX_INDEX_BYTES} bytes")
         weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index}: not a valid shard index: {e}") from e
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and "/" not in v and v not in ("", ".", "..")
+                                                   for v in weight_map.values()):
+        raise CheckpointError(f"{index}: 'weight_map' must map keys to shard file names in the same folder")
+    return weight_map
+
+
+def _read_index(index: Path, reader) -> dict[str, torch.Tensor]:
+    weight_map = _weight_map(index)
     out: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         file = index.parent / shard
@@ -134,19 +147,94 @@ def _read_index(index: Path, reader) -> dict[str, torch.Tensor]:
     return out
 
 
+def weights_file(directory: Path) -> Path:
+    """The first weights file found in ``directory``, safetensors preferred."""
+    for name in WEIGHT_CANDIDATES:
+        if (directory / name).is_file():
+            return directory / name
+    raise CheckpointError(f"{directory}: no weights file; expected one of {', '.join(WEIGHT_CANDIDATES)}")
+
+
 def read_state_dict(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     """``(state_dict, file)`` from the first weights file found, safetensors preferred."""
-    for name in WEIGHT_CANDIDATES:
-        file = directory / name
-        if file.is_file():
-            if name == SAFETENSORS_NAME:
-                return _read_safetensors(file), file
-            if name == SAFETENSORS_INDEX:
-                return _read_index(file, _read_safetensors), file
-            if name == BIN_NAME:
-                return _read_bin(file), file
-            return _read_index(file, _read_bin), file
-    raise CheckpointError(f"{directory}: no weights file; expected one of {', '.join(WEIGHT_CANDIDATES)}")
+    file = weights_file(directory)
+    if file.name == SAFETENSORS_NAME:
+        return _read_safetensors(file), file
+    if file.name == SAFETENSORS_INDEX:
+        return _read_index(file, _read_safetensors), file
+    if file.name == BIN_NAME:
+        return _read_bin(file), file
+    return _read_index(file, _read_bin), file
+
+
+def _safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors raises its own error type for truncated/corrupt headers
+        raise CheckpointError(f"{file}: cannot read safetensors header (truncated or corrupt?): {e}") from e
+
+
+def read_weight_shapes(directory: Path) -> tuple[dict[str, tuple[int, ...]], Path] | None:
+    """Key -> shape from the safetensors header(s) alone (no tensor is read); ``None`` for ``.bin``
+    weights, which have no header (their shapes are checked once loaded, see :func:`check_fits_config`)."""
+    file = weights_file(directory)
+    if file.name == SAFETENSORS_NAME:
+        return _safetensors_shapes(file), file
+    if file.name == SAFETENSORS_INDEX:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for shard in sorted(set(_weight_map(file).values())):
+            if not (file.parent / shard).is_file():
+                raise CheckpointError(f"{file.parent / shard}: shard listed in {file.name} is missing")
+            shapes.update(_safetensors_shapes(file.parent / shard))
+        return shapes, file
+    return None
+
+
+_LAYER = re.compile(r"^(text_model|vision_model)\.encoder\.layers\.(\d+)\.")
+
+
+def _anchor_shapes(config: FGCLIPConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shapes the config fixes for a few tensors, with the config fields that fix them."""
+    t, v, d = config.text_config, config.vision_config, config.projection_dim
+    th, vh = t.hidden_size, v.hidden_size
+    out = {
+        "text_model.embeddings.token_embedding.weight": ((t.vocab_size, th), "text vocab_size x hidden_size"),
+        "text_model.embeddings.position_embedding.weight": ((t.max_position_embeddings, th),
+                                                            "text max_position_embeddings x hidden_size"),
+        "text_model.encoder.layers.0.mlp.fc1.weight": ((t.intermediate_size, th), "text intermediate_size x hidden_size"),
+        "text_model.final_layer_norm.weight": ((th,), "text hidden_size"),
+        "vision_model.embeddings.patch_embedding.weight": ((vh, v.num_channels, v.patch_size, v.patch_size),
+                                                           "vision hidden_size x num_channels x patch_size^2"),
+        "vision_model.embeddings.position_embedding.weight": ((v.num_patches + 1, vh),
+                                                              "vision (image_size/patch_size)^2+1 x hidden_size"),
+        "vision_model.embeddings.class_embedding": ((vh,), "vision hidden_size"),
+        "vision_model.encoder.layers.0.mlp.fc1.weight": ((v.intermediate_size, vh),
+                                                         "vision intermediate_size x hidden_size"),
+        "visual_projection.weight": ((d, vh), "projection_dim x vision hidden_size"),
+        "text_projection.weight": ((d, th), "projection_dim x text hidden_size"),
+        "text_filip_projection.weight": ((d, th), "projection_dim x text hidden_size"),
+    }
+    for key in LONG_KEYS:
+        out[key] = ((t.long_max_position_embeddings, th), "text long_max_position_embeddings x hidden_size")
+    return out
+
+
+def check_fits_config(shapes: dict[str, tuple[int, ...]], config: FGCLIPConfig, file: Path) -> None:
+    """Refuse weights whose layer counts or key shapes disagree with ``config.json`` before any module
+    is built (a config claiming 100000 layers must fail at once, not after building them)."""
+    problems = []
+    towers = {"text_model": config.text_config.num_hidden_layers, "vision_model": config.vision_config.num_hidden_layers}
+    for tower, want in towers.items():
+        layers = {int(m.group(2)) for k in shapes if (m := _LAYER.match(k)) and m.group(1) == tower}
+        if layers != set(range(want)):
+            held = f"{len(layers)} layer(s)" + (f" numbered {min(layers)}..{max(layers)}" if layers else "")
+            problems.append(f"{tower}: {CONFIG_NAME} says num_hidden_layers={want}, the weights hold {held}")
+    for key, (want_shape, what) in _anchor_shapes(config).items():
+        if key in shapes and tuple(shapes[key]) != want_shape:
+            problems.append(f"{key}: checkpoint {tuple(shapes[key])} vs model {want_shape} ({what} in {CONFIG_NAME})")
+    if problems:
+        raise CheckpointError(f"{file}: does not match {CONFIG_NAME}: " + "; ".join(problems[:10]))
 
 
 def convert_clip_state_dict(sd: dict[str, torch.Tensor], config: FGCLIPConfig) -> dict[str, torch.Tensor]:
@@ -186,8 +274,14 @@ def load_model(path: str | Path, dtype: torch.dtype | None = torch.float32) -> F
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory does not exist")
     config = read_config(directory)
+    header = read_weight_shapes(directory)
+    if header is not None:  # safetensors: check against the header before reading any tensor
+        shapes, header_file = header
+        check_fits_config(shapes, config, header_file)
     sd, file = read_state_dict(directory)
     sd = {k: v for k, v in sd.items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
+    if header is None:
+        check_fits_config({k: tuple(v.shape) for k, v in sd.items()}, config, file)
     has_long = [k in sd for k in LONG_KEYS]
     if not any(has_long):
         log.info("%s: CLIP checkpoint without long positions: converting to FG-CLIP", file)

@@ -15,9 +15,22 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from fgclip_core.config import ConfigError, StrictModel
+from fgclip_core.config import ConfigError, StrictModel, format_validation_error
 
 Activation = Literal["quick_gelu", "gelu"]
+
+# Upper bounds: far above any released CLIP (ViT-bigG: 48 layers, width 1664, 336 px), low enough that
+# a hostile config.json is refused at once instead of building millions of modules.
+MAX_LAYERS = 256
+MAX_WIDTH = 16384
+MAX_MLP_WIDTH = 4 * MAX_WIDTH
+MAX_HEADS = 256
+MAX_VOCAB = 1_000_000
+MAX_POSITIONS = 4096
+MAX_IMAGE_SIZE = 4096
+MAX_PATCHES = 65536
+MAX_CHANNELS = 4
+MAX_CONFIG_BYTES = 1024 * 1024
 
 # Token ids of OpenAI's CLIP BPE vocabulary (49408 entries).
 CLIP_BOS_ID = 49406
@@ -25,17 +38,17 @@ CLIP_EOS_ID = 49407
 
 
 class TextConfig(StrictModel):
-    vocab_size: int = Field(49408, gt=0)
-    hidden_size: int = Field(512, gt=0)
-    intermediate_size: int = Field(2048, gt=0)
-    num_hidden_layers: int = Field(12, gt=0)
-    num_attention_heads: int = Field(8, gt=0)
-    max_position_embeddings: int = Field(77, gt=1)
-    long_max_position_embeddings: int = Field(248, gt=1)
+    vocab_size: int = Field(49408, gt=0, le=MAX_VOCAB)
+    hidden_size: int = Field(512, gt=0, le=MAX_WIDTH)
+    intermediate_size: int = Field(2048, gt=0, le=MAX_MLP_WIDTH)
+    num_hidden_layers: int = Field(12, gt=0, le=MAX_LAYERS)
+    num_attention_heads: int = Field(8, gt=0, le=MAX_HEADS)
+    max_position_embeddings: int = Field(77, gt=1, le=MAX_POSITIONS)
+    long_max_position_embeddings: int = Field(248, gt=1, le=4 * MAX_POSITIONS)
     # Positions 0..keep-1 of the long table come unchanged from the short table (FG-CLIP keeps 20).
     long_keep_positions: int = Field(20, ge=0)
     hidden_act: Activation = "quick_gelu"
-    layer_norm_eps: float = Field(1e-5, gt=0)
+    layer_norm_eps: float = Field(1e-5, gt=0, le=1.0)
     bos_token_id: int = CLIP_BOS_ID
     eos_token_id: int = CLIP_EOS_ID
     pad_token_id: int = CLIP_EOS_ID
@@ -59,20 +72,23 @@ class TextConfig(StrictModel):
 
 
 class VisionConfig(StrictModel):
-    image_size: int = Field(224, gt=0)
-    patch_size: int = Field(16, gt=0)
-    hidden_size: int = Field(768, gt=0)
-    intermediate_size: int = Field(3072, gt=0)
-    num_hidden_layers: int = Field(12, gt=0)
-    num_attention_heads: int = Field(12, gt=0)
-    num_channels: int = Field(3, gt=0)
+    image_size: int = Field(224, gt=0, le=MAX_IMAGE_SIZE)
+    patch_size: int = Field(16, gt=0, le=MAX_IMAGE_SIZE)
+    hidden_size: int = Field(768, gt=0, le=MAX_WIDTH)
+    intermediate_size: int = Field(3072, gt=0, le=MAX_MLP_WIDTH)
+    num_hidden_layers: int = Field(12, gt=0, le=MAX_LAYERS)
+    num_attention_heads: int = Field(12, gt=0, le=MAX_HEADS)
+    num_channels: int = Field(3, gt=0, le=MAX_CHANNELS)
     hidden_act: Activation = "quick_gelu"
-    layer_norm_eps: float = Field(1e-5, gt=0)
+    layer_norm_eps: float = Field(1e-5, gt=0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> VisionConfig:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.num_patches > MAX_PATCHES:
+            raise ValueError(f"image_size {self.image_size} / patch_size {self.patch_size} gives {self.num_patches} "
+                             f"patches, more than {MAX_PATCHES}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"vision hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
@@ -92,7 +108,7 @@ class FGCLIPConfig(StrictModel):
     model_type: Literal["fgclip"] = "fgclip"
     text_config: TextConfig = Field(default_factory=TextConfig)
     vision_config: VisionConfig = Field(default_factory=VisionConfig)
-    projection_dim: int = Field(512, gt=0)
+    projection_dim: int = Field(512, gt=0, le=MAX_WIDTH)
     logit_scale_init_value: float = 2.6592
     initializer_range: float = Field(0.02, gt=0)
     initializer_factor: float = Field(1.0, gt=0)
@@ -108,8 +124,10 @@ class FGCLIPConfig(StrictModel):
     def from_file(cls, path: str | Path) -> FGCLIPConfig:
         p = Path(path)
         try:
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{p}: model config larger than {MAX_CONFIG_BYTES} bytes")
             data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ConfigError(f"{p}: cannot read model config: {e}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a JSON object")
@@ -122,7 +140,9 @@ class FGCLIPConfig(StrictModel):
             if data.get("model_type") == "fgclip":
                 return cls.model_validate(data)
             return cls.from_hf_dict(data)
-        except (ValidationError, ValueError) as e:
+        except ValidationError as e:
+            raise ConfigError(f"{source}: invalid model config: {format_validation_error(e)}") from e
+        except (ValueError, TypeError) as e:
             raise ConfigError(f"{source}: invalid model config: {e}") from e
 
     # ---- Hugging Face CLIPConfig mapping -----------------------------------------------------
@@ -131,6 +151,8 @@ class FGCLIPConfig(StrictModel):
         if "text_config" not in data or "vision_config" not in data:
             raise ValueError("a CLIP config needs 'text_config' and 'vision_config' sections "
                              f"(model_type={data.get('model_type')!r})")
+        if not isinstance(data["text_config"] or {}, dict) or not isinstance(data["vision_config"] or {}, dict):
+            raise ValueError("'text_config' and 'vision_config' must be JSON objects")
         t, v = dict(data["text_config"] or {}), dict(data["vision_config"] or {})
         text_defaults, vision_defaults = TextConfig(), VisionConfig()
 
@@ -156,9 +178,9 @@ class FGCLIPConfig(StrictModel):
         vision = pick(v, vision_defaults, ("image_size", "patch_size", "hidden_size", "intermediate_size",
                                            "num_hidden_layers", "num_attention_heads", "num_channels",
                                            "hidden_act", "layer_norm_eps"))
-        return cls(text_config=TextConfig(**text), vision_config=VisionConfig(**vision),
-                   projection_dim=data.get("projection_dim", 512),
-                   logit_scale_init_value=data.get("logit_scale_init_value", 2.6592))
+        return cls.model_validate({"text_config": text, "vision_config": vision,
+                                   "projection_dim": data.get("projection_dim", 512),
+                                   "logit_scale_init_value": data.get("logit_scale_init_value", 2.6592)})
 
     def to_hf_dict(self, long_text: bool = False) -> dict[str, Any]:
         """A ``transformers.CLIPConfig`` mapping with the same shapes (``long_text``: 248 positions)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
-from fgclip_core.config import ConfigError, StrictModel
-from fgclip_core.model.config import FGCLIPConfig, TextConfig
+from fgclip_core.config import ConfigError, StrictModel, format_validation_error
+from fgclip_core.errors import UserError
+from fgclip_core.model.config import MAX_CONFIG_BYTES, MAX_IMAGE_SIZE, FGCLIPConfig, TextConfig
 
 TextMode = Literal["long", "short"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -38,7 +40,7 @@ KNOWN_IDS = {"a photo of a cat": [49406, 320, 1125, 539, 320, 2368, 49407]}
 CLIP_TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast")
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(RuntimeError, UserError):
     """The tokenizer cannot be built or loaded, or gives ids that differ from OpenAI's CLIP BPE."""
 
 
@@ -196,9 +198,25 @@ def load_tokenizer(directory: str | Path) -> FGCLIPTokenizer:
 
 # ---- images ------------------------------------------------------------------------------------
 class ImageProcessorConfig(StrictModel):
-    size: int = Field(224, gt=0)
+    """Square size in pixels and per-channel (RGB) mean/std of pixels scaled to [0, 1]."""
+
+    size: int = Field(224, gt=0, le=MAX_IMAGE_SIZE, strict=True)
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
+
+    @field_validator("image_mean")
+    @classmethod
+    def _mean_in_range(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in v):
+            raise ValueError(f"each image_mean value must be in [0, 1] (pixels are scaled to [0, 1]), got {list(v)}")
+        return v
+
+    @field_validator("image_std")
+    @classmethod
+    def _std_positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(x) and 1e-6 <= x <= 10.0 for x in v):
+            raise ValueError(f"each image_std value must be in [1e-6, 10] (it divides the pixels), got {list(v)}")
+        return v
 
 
 class ImageProcessor:
@@ -248,34 +266,64 @@ class ImageProcessor:
         (out / PREPROCESSOR_NAME).write_text(json.dumps(self.to_hf_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> ImageProcessor:
-        """Read ``preprocessor_config.json``; a CLIP crop size (or shortest edge) becomes the square size."""
+    def from_pretrained(cls, directory: str | Path, check_model: bool = True) -> ImageProcessor:
+        """Read ``preprocessor_config.json``; a CLIP crop size (or shortest edge) becomes the square size.
+
+        ``check_model``: when the directory's ``config.json`` is a model config, the size must equal its
+        vision ``image_size`` (a mismatch would only fail later, inside the model)."""
         from fgclip_core.model.checkpoint import resolve_local
 
-        path = resolve_local(directory) / PREPROCESSOR_NAME
+        folder = resolve_local(directory)
+        path = folder / PREPROCESSOR_NAME
         try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path}: image processor config larger than {MAX_CONFIG_BYTES} bytes")
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ConfigError(f"{path}: cannot read image processor config: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
         size = _square_size(data, path)
         try:
-            return cls(ImageProcessorConfig(size=size, image_mean=tuple(data.get("image_mean", CLIP_MEAN)),
-                                            image_std=tuple(data.get("image_std", CLIP_STD))))
-        except ValueError as e:
-            raise ConfigError(f"{path}: invalid image processor config: {e}") from e
+            config = ImageProcessorConfig(size=size, image_mean=_triple(data, "image_mean", CLIP_MEAN, path),
+                                          image_std=_triple(data, "image_std", CLIP_STD, path))
+        except ValidationError as e:
+            raise ConfigError(f"{path}: invalid image processor config: {format_validation_error(e)}") from e
+        if check_model and (folder / "config.json").is_file():
+            try:
+                vision = FGCLIPConfig.from_file(folder / "config.json").vision_config
+            except ConfigError:
+                vision = None  # not a model config (the model loader reports a broken one itself)
+            if vision is not None and vision.image_size != size:
+                raise ConfigError(f"{path}: size {size} differs from the model's vision image_size "
+                                  f"{vision.image_size} in config.json")
+        return cls(config)
+
+
+def _triple(data: dict, key: str, default: tuple[float, float, float], path: Path) -> tuple:
+    v = data.get(key, default)
+    if not isinstance(v, list | tuple) or len(v) != 3 or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+        raise ConfigError(f"{path}: {key} must be a list of 3 numbers (R, G, B), got {v!r}"[:300])
+    return tuple(float(x) for x in v)
 
 
 def _square_size(data: dict, path: Path) -> int:
+    def whole(x) -> int:
+        if not isinstance(x, int) or isinstance(x, bool):
+            raise ConfigError(f"{path}: image size must be a whole number of pixels, got {x!r}"[:300])
+        return x
+
     def side(v) -> int | None:
-        if isinstance(v, int):
+        if isinstance(v, int) and not isinstance(v, bool):
             return v
         if isinstance(v, dict):
             if "height" in v and "width" in v:
                 if v["height"] != v["width"]:
                     raise ConfigError(f"{path}: non-square size {v} is not supported")
-                return int(v["height"])
+                return whole(v["height"])
             if "shortest_edge" in v:
-                return int(v["shortest_edge"])
+                return whole(v["shortest_edge"])
         return None
 
     crop = side(data.get("crop_size")) if data.get("do_center_crop") else None

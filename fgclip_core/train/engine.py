@@ -191,7 +191,7 @@ class Trainer:
 
     def _prepare_assets(self) -> Path:
         """Tokenizer + image processor for the loader and the export: from ``--init``, else built."""
-        from fgclip_core.model import ImageProcessor, build_clip_tokenizer, load_tokenizer
+        from fgclip_core.model import CheckpointError, ImageProcessor, build_clip_tokenizer, load_tokenizer
         from fgclip_core.model.processing import ImageProcessorConfig
 
         if self.cfg.model.init:
@@ -200,7 +200,7 @@ class Trainer:
                 load_tokenizer(src)
                 ImageProcessor.from_pretrained(src)
             except Exception as e:
-                raise RuntimeError(f"--init {src}: tokenizer/image processor not loadable ({e}); "
+                raise CheckpointError(f"--init {src}: tokenizer/image processor not loadable ({e}); "
                                    "`fgclip model convert` writes a complete directory") from e
             return src
         out = self.output / "processor"

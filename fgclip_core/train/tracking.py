@@ -7,6 +7,10 @@ MLflow is switched off for the rest of the run, and training carries on with the
 Tracking URI: ``tracking.uri`` in the config, else ``$MLFLOW_TRACKING_URI``, else a SQLite database
 ``OUTPUT/mlflow.db`` with artifacts under ``OUTPUT/mlartifacts``. A resumed run re-opens the same
 MLflow run (its id is kept in ``OUTPUT/tracking/run.json``).
+
+Credentials: a URI with user info (``http://user:pw@host``) is handed to MLflow's client as is (it
+sends them as Basic auth, as does the ``/health`` probe); ``Tracker.uri``, ``run.json``, params,
+warnings and failures only ever hold the masked form (``fgclip_core.redact.redact_uri``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import logging
 import os
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from fgclip_core.mlflow_http import keep_credentials_off_stdout, probe
+from fgclip_core.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +61,16 @@ def resolve_uri(configured: str | None, output: Path) -> str:
 
 def _reachable(uri: str, timeout: float = 3.0) -> str | None:
     """None when usable, else the reason. Only HTTP servers are probed (files/SQLite are local)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
-            return None if r.status == 200 else f"HTTP {r.status} from /health"
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
+    return probe(uri, timeout)
+
+
+def redact_values(value: Any) -> Any:
+    """``value`` (params: nested dicts/lists) with credentials in every URL-like string masked."""
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v) for v in value]
+    return redact_text(value) if isinstance(value, str) else value
 
 
 class Tracker:
@@ -72,7 +81,8 @@ class Tracker:
                  system_metrics_interval: float = 10.0):
         self.dir = output / "tracking"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.uri = resolve_uri(uri, output)
+        self._uri = resolve_uri(uri, output)  # with credentials: only for MLflow's client
+        self.uri = redact_uri(self._uri)
         self.output = output
         self.experiment = experiment
         self.run_name = run_name
@@ -86,12 +96,14 @@ class Tracker:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self, params: dict[str, Any], tags: dict[str, str]) -> None:
+        params = redact_values(params)
         (self.dir / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True, default=str))
         if not self.enabled:
             return
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-        why = _reachable(self.uri)
+        keep_credentials_off_stdout(self._uri)
+        why = _reachable(self._uri)
         if why:
             self._disable(f"MLflow at {self.uri} is not reachable ({why})")
             return
@@ -101,7 +113,7 @@ class Tracker:
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = MlflowClient(tracking_uri=self._uri)
         run_file = self.dir / "run.json"
         previous = json.loads(run_file.read_text()) if run_file.is_file() else {}
         if previous.get("uri") == self.uri and previous.get("run_id"):
@@ -112,7 +124,7 @@ class Tracker:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
                 location = None
-                if self.uri.startswith("sqlite:"):
+                if self._uri.startswith("sqlite:"):
                     location = (self.output / "mlartifacts").resolve().as_uri()
                 exp_id = self.client.create_experiment(self.experiment, artifact_location=location)
             else:
@@ -135,13 +147,13 @@ class Tracker:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             # the monitor logs through the process-wide tracking URI: point it at this run's store
-            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_tracking_uri(self._uri)
 
             self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics_interval,
                                                  samples_before_logging=1)
             self._monitor.start()
         except Exception as e:
-            log.warning("MLflow system metrics unavailable: %s", e)
+            log.warning("MLflow system metrics unavailable: %s", redact_text(str(e)))
             self._monitor = None
 
     def end(self, status: str = "FINISHED") -> None:
@@ -181,6 +193,7 @@ class Tracker:
             return None
 
     def _disable(self, reason: str) -> None:
+        reason = redact_text(reason)
         self.failures.append(reason)
         log.warning("%s; tracking continues locally in %s", reason, self.dir)
         if self._monitor is not None:
