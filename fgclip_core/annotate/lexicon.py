@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 COLOUR = "colour"
+PRINT_PRESENCE = "print_presence"  # "with text" / "without text"
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
 
 
@@ -277,6 +278,8 @@ def load_lexicon() -> Lexicon:
     _colours(lex, colours, ambiguous)
     lex.bigram_starts = frozenset(w.split()[0] for w in lex.words if " " in w)
     lex.print_nouns = frozenset(attrs.get("print_nouns") or [])
+    # "with a logo" -> "without a logo": read on the preposition, so "with" is no attribute word
+    lex.dims[PRINT_PRESENCE] = _dimension(PRINT_PRESENCE, "print", [["with"], ["without"]], "attributes.yaml")
     for word, dims in (attrs.get("by_noun") or {}).items():
         lex.by_noun[word] = {d: frozenset(nouns or []) for d, nouns in dims.items()}
         for d in dims:
