@@ -23,7 +23,14 @@ from fgclip_core.annotate.backends.openai_compat import ChatJob, OpenAICompatCli
 from fgclip_core.annotate.config import EndpointConfig, NegativesConfig
 from fgclip_core.annotate.lexicon import load_lexicon
 from fgclip_core.annotate.negative_checks import analyse
-from fgclip_core.annotate.negatives import CHANGES, NegativeResult, RuleNegatives, normalise, parse_difficulty, quotas
+from fgclip_core.annotate.negatives import (
+    CHANGES,
+    NegativeResult,
+    RuleNegatives,
+    normalise,
+    parse_difficulty,
+    quotas,
+)
 
 LEVEL_OF = {k: lv for lv, k in CHANGES.items()}
 _WORDS = {1: "one", 2: "two", 3: "three"}

@@ -74,10 +74,10 @@ def _colour_problem(lex: Lexicon, old: Span, new: Span, old_text: str, new_text:
         return f"implausible colour {new_text!r}"
     if not (old.groups & new.groups):
         return None
-    if old.base is not None and new.base == old.base:
-        if (old.modifier in lex.toggle and new.modifier == lex.toggle[old.modifier]) or \
-                (old.modifier is None and new.modifier in lex.toggle):
-            return None
+    toggled = (old.modifier in lex.toggle and new.modifier == lex.toggle[old.modifier]) or \
+        (old.modifier is None and new.modifier in lex.toggle)
+    if old.base is not None and new.base == old.base and toggled:
+        return None
     return f"{old_text!r} -> {new_text!r} stays in the same colour family"
 
 

@@ -25,7 +25,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fgclip_core.annotate.attribute_slots import MODIFIER, Parsed, Slot, Span, find_slots, head_noun, parse, singular
+from fgclip_core.annotate.attribute_slots import (
+    MODIFIER,
+    Parsed,
+    Slot,
+    Span,
+    find_slots,
+    head_noun,
+    parse,
+    singular,
+)
 from fgclip_core.annotate.lexicon import COLOUR, Lexicon, Token, load_lexicon
 from fgclip_core.annotate.plausibility import Plausibility
 
