@@ -151,6 +151,9 @@ def _raw_spans(tokens: list[Token], lex: Lexicon) -> list[Span]:
                 spans.append(Span(i, i + 1, PRINT_PRESENCE, frozenset({0 if w == "with" else 1})))
             i += 1
             continue
+        if span is not None and span.dim == COLOUR and span.end < n and \
+                f"{tokens[span.end - 1].low} {tokens[span.end].low}" in lex.fixed_names:
+            span = None  # "a golden retriever", "a glass of red wine": part of a name
         if span is not None and _attributive(tokens, span.end - 1, lex, span.dim):
             spans.append(span)
             i = span.end

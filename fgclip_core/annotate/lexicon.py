@@ -94,6 +94,7 @@ class Lexicon:
     by_noun: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     not_applicable: dict[str, frozenset[str]] = field(default_factory=dict)  # noun -> dimensions
     print_nouns: frozenset[str] = frozenset()
+    fixed_names: frozenset[str] = frozenset()  # "golden retriever": the colour word is part of a name
     priors: dict[tuple[str, str], frozenset[int]] = field(default_factory=dict)  # (noun, dim) -> typical groups
     typical_weight: float = 3.0
     determiners: frozenset[str] = frozenset()
@@ -291,12 +292,18 @@ def load_lexicon() -> Lexicon:
             na.setdefault(n, set()).add(d)
     lex.not_applicable = {n: frozenset(ds) for n, ds in na.items()}
     lex.typical_weight = float(plaus.get("typical_weight", 3.0))
-    for noun, dims in (plaus.get("nouns") or {}).items():
+    entries = [(cls.get("nouns") or [], {d: v for d, v in cls.items() if d != "nouns"}, f"classes.{name}")
+               for name, cls in (plaus.get("classes") or {}).items()]
+    entries += [([noun], dims, f"nouns.{noun}") for noun, dims in (plaus.get("nouns") or {}).items()]
+    for nouns, dims, where in entries:
         for d, names in dims.items():
-            dim = lex.dims[d]
-            bad = [n for n in names if n not in dim.index]
+            dim = lex.dims.get(d)
+            bad = [n for n in names if dim is None or n not in dim.index]
             if bad:
-                raise ValueError(f"lexicons/plausibility.yaml: {noun}.{d} names unknown groups {bad}")
-            lex.priors[(noun, d)] = frozenset(dim.index[n] for n in names)
+                raise ValueError(f"lexicons/plausibility.yaml: {where}.{d} names unknown groups {bad}")
+            for noun in nouns:
+                key = (noun, d)
+                lex.priors[key] = lex.priors.get(key, frozenset()) | frozenset(dim.index[n] for n in names)
+    lex.fixed_names = frozenset(" ".join(n.lower().split()) for n in colours.get("names") or [])
     _grammar(lex, read("grammar.yaml"))
     return lex
