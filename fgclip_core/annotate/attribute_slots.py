@@ -9,7 +9,7 @@ also in the verb list is still a noun after an attribute ("A black can.", "a bro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fgclip_core.annotate.lexicon import COLOUR, PRINT_PRESENCE, Lexicon, Token, load_lexicon, tokenize
 
@@ -78,9 +78,9 @@ def _is_attr(lex: Lexicon, word: str) -> bool:
     return word in lex.words or word in lex.modifier_words
 
 
-def _attributive(tokens: list[Token], i: int, lex: Lexicon, dim: str) -> bool:
-    """True when the value ending at tokens[i] is used as an attribute (not as the noun)."""
-    prev = tokens[i - 1].low if i > 0 else ""
+def _attributive(tokens: list[Token], start: int, i: int, lex: Lexicon, dim: str) -> bool:
+    """True when the value tokens[start..i] is used as an attribute (not as the noun)."""
+    prev = tokens[start - 1].low if start > 0 else ""
     if _nounlike(tokens, i + 1, lex):
         return True
     nxt = tokens[i + 1].low if i + 1 < len(tokens) else ""
@@ -154,7 +154,7 @@ def _raw_spans(tokens: list[Token], lex: Lexicon) -> list[Span]:
         if span is not None and span.dim == COLOUR and span.end < n and \
                 f"{tokens[span.end - 1].low} {tokens[span.end].low}" in lex.fixed_names:
             span = None  # "a golden retriever", "a glass of red wine": part of a name
-        if span is not None and _attributive(tokens, span.end - 1, lex, span.dim):
+        if span is not None and _attributive(tokens, span.start, span.end - 1, lex, span.dim):
             spans.append(span)
             i = span.end
         else:
@@ -214,11 +214,11 @@ def parse(expression: str, lex: Lexicon | None = None) -> Parsed:
         if s.end == s.start + 1 and word in lex.by_noun:
             for dim, nouns in lex.by_noun[word].items():
                 if noun in nouns:
-                    s = replace(s, dim=dim, groups=_in_dim(lex, dim, word))
+                    s = Span(s.start, s.end, dim, _in_dim(lex, dim, word), "", s.modifier, s.base, s.hyphen)
                     break
         if s.dim in lex.not_applicable.get(noun, ()):
             continue
-        out.append(replace(s, noun=noun))
+        out.append(Span(s.start, s.end, s.dim, s.groups, noun, s.modifier, s.base, s.hyphen))
     return Parsed(tokens, out, head)
 
 

@@ -30,15 +30,12 @@ PRINT_PRESENCE = "print_presence"  # "with text" / "without text"
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Token:
     text: str
     start: int
     end: int
-
-    @property
-    def low(self) -> str:
-        return self.text.lower()
+    low: str  # text.lower()
 
     @property
     def is_word(self) -> bool:
@@ -46,7 +43,7 @@ class Token:
 
 
 def tokenize(text: str) -> list[Token]:
-    return [Token(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    return [Token(m.group(0), m.start(), m.end(), m.group(0).lower()) for m in _TOKEN.finditer(text)]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -179,38 +180,45 @@ class Choice:
     text: str  # what replaces the span
     groups: frozenset[int]  # the new value's groups
     weight: float
+    head: str  # the value word that must not be named elsewhere in the expression ("" for a toggle)
 
 
 def span_choices(lex: Lexicon, plaus: Plausibility, parsed: Parsed, si: int) -> list[Choice]:
     """Every single change of span ``si`` that contradicts it and names nothing named elsewhere."""
     span = parsed.spans[si]
-    others = [s for j, s in enumerate(parsed.spans) if j != si and s.dim == span.dim]
+    others = frozenset().union(*(s.groups for j, s in enumerate(parsed.spans) if j != si and s.dim == span.dim))
+    key = (span.dim, span.groups, span.modifier, span.base, span.hyphen, span.noun, others)
+    got = plaus.choice_cache.get(key)
+    if got is None:
+        got = plaus.choice_cache[key] = _span_choices(lex, plaus, span, others)
     named = {t.low for t in parsed.tokens}
+    return [c for c in got if c.head not in named]
+
+
+def _span_choices(lex: Lexicon, plaus: Plausibility, span: Span, others: frozenset[int]) -> list[Choice]:
     dim = lex.dims[span.dim]
     weights = plaus.weights(span.noun, span.dim)
     out: list[Choice] = []
     if span.dim == COLOUR:
-        blocked = set(span.groups).union(*(s.groups for s in others))
+        blocked = span.groups | others
         sep = "-" if span.hyphen else " "
         for f, g in enumerate(dim.groups):
-            if f in blocked or g.write is None or g.write in named:
+            if f in blocked or g.write is None:
                 continue
-            out.append(Choice(g.write, frozenset({f}), weights[f]))
+            out.append(Choice(g.write, frozenset({f}), weights[f], g.write))
             for m in sorted(lex.base_modifiers[f]):
-                out.append(Choice(f"{m}{sep}{g.write}", frozenset({f}), weights[f] * (0.8 if m == span.modifier else 0.1)))
+                w = weights[f] * (0.8 if m == span.modifier else 0.1)
+                out.append(Choice(f"{m}{sep}{g.write}", frozenset({f}), w, g.write))
         if span.base is not None:  # light <-> dark, or a bare basic colour made light or dark
             b, allowed, write = span.base, lex.base_modifiers[span.base], dim.groups[span.base].write
             flips = [lex.toggle[span.modifier]] if span.modifier in lex.toggle else [] if span.modifier else \
                 sorted(lex.toggle)
-            for m in flips:
-                if m in allowed:
-                    out.append(Choice(f"{m}{sep}{write}", frozenset({b}), weights[b] * 0.6))
+            out.extend(Choice(f"{m}{sep}{write}", frozenset({b}), weights[b] * 0.6, "")
+                       for m in flips if m in allowed and write)
         return out
-    blocked = dim.blocked_by(span.groups.union(*(s.groups for s in others)))
-    for gi, g in enumerate(dim.groups):
-        if gi not in blocked and g.write is not None and g.write not in named:
-            out.append(Choice(g.write, frozenset({gi}), weights[gi]))
-    return out
+    blocked = dim.blocked_by(span.groups | others)
+    return [Choice(g.write, frozenset({gi}), weights[gi], g.write)
+            for gi, g in enumerate(dim.groups) if gi not in blocked and g.write is not None]
 
 
 def _consistent(lex: Lexicon, parsed: Parsed, change: dict[int, Choice]) -> bool:
@@ -256,7 +264,7 @@ class RuleNegatives:
 
     def result(self, expression: str, context: Sequence[str] = (), exclude: Iterable[str] = ()) -> NegativeResult:
         parsed = parse(expression, self.lex)
-        rng = random.Random(f"{self.seed}:{normalise(expression)}")
+        rng = random.Random(zlib.crc32(f"{self.seed}:{normalise(expression)}".encode()))
         seen = {normalise(expression), *(normalise(x) for x in exclude)}
         made: dict[str, list[str]] = {}
         notes: list[str] = []

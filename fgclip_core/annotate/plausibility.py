@@ -27,6 +27,7 @@ class Plausibility:
         self.counts = counts or {}
         self.source = source  # "lexicon", or where the counts came from
         self._cache: dict[tuple[str, str], list[float]] = {}
+        self.choice_cache: dict[tuple, list] = {}  # the rule generator's replacements per span kind
 
     @classmethod
     def learn(cls, texts: Iterable[str], lex: Lexicon | None = None, source: str = "captions") -> Plausibility:
