@@ -196,7 +196,7 @@ def _noun_after(tokens: list[Token], k: int, taken: set[int], lex: Lexicon) -> s
     return singular(tokens[last].text)
 
 
-def _in_dim(lex: Lexicon, dim: str, word: str) -> frozenset[int]:
+def in_dim(lex: Lexicon, dim: str, word: str) -> frozenset[int]:
     return frozenset(gi for gi, g in enumerate(lex.dims[dim].groups) if word in g.words)
 
 
@@ -214,7 +214,7 @@ def parse(expression: str, lex: Lexicon | None = None) -> Parsed:
         if s.end == s.start + 1 and word in lex.by_noun:
             for dim, nouns in lex.by_noun[word].items():
                 if noun in nouns:
-                    s = Span(s.start, s.end, dim, _in_dim(lex, dim, word), "", s.modifier, s.base, s.hyphen)
+                    s = Span(s.start, s.end, dim, in_dim(lex, dim, word), "", s.modifier, s.base, s.hyphen)
                     break
         if s.dim in lex.not_applicable.get(noun, ()):
             continue

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fgclip_core.annotate.attribute_slots import Parsed, Span, parse
+from fgclip_core.annotate.attribute_slots import Parsed, Span, in_dim, parse
 from fgclip_core.annotate.lexicon import COLOUR, Lexicon, load_lexicon
 from fgclip_core.annotate.negatives import _article, _match_case, clean_line, match_surface, normalise
 
@@ -60,7 +60,7 @@ def _skeleton(p: Parsed) -> list[str]:
     while i < len(p.tokens):
         s = starts.get(i)
         if s is not None:
-            out.append(f"<{s.dim}>")
+            out.append("<colour>" if s.dim == COLOUR else "<attribute>")  # dims compared per span below
             i = s.end
             continue
         w = p.tokens[i].low
@@ -107,6 +107,12 @@ def analyse(positive: str, candidate: str, lex: Lexicon | None = None, positive_
         if old_text == new_text:
             continue
         others = [s for j, s in enumerate(pp.spans) if j != k and s.dim == old.dim]
+        if new.dim != old.dim:  # an ambiguous word read in another dimension ("short": length or height)
+            groups = in_dim(lex, old.dim, new_text)
+            if not groups:
+                return Verdict(text, tuple(changes), f"{old_text!r} -> {new_text!r} is another kind of attribute",
+                               repaired)
+            new = Span(new.start, new.end, old.dim, groups, new.noun)
         if old.dim == COLOUR:
             problem = _colour_problem(lex, old, new, old_text, new_text)
             clash = any(new.groups & s.groups for s in others) and new.groups != old.groups

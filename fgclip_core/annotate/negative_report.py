@@ -78,8 +78,14 @@ def build_report(results: Iterable[NegativeResult], n: int) -> NegativeReport:
     return rep
 
 
-def _table(title: str, counts: Counter[str], total: int, top: int | None = None) -> Table:
-    t = Table(title=title)
+def _print(console: Console, title: str, counts: Counter[str], total: int, top: int | None = None) -> None:
+    if title:
+        console.print(title + ":")
+    console.print(_table(counts, total, top))
+
+
+def _table(counts: Counter[str], total: int, top: int | None = None) -> Table:
+    t = Table()
     t.add_column("value")
     t.add_column("count", justify="right")
     t.add_column("share", justify="right")
@@ -89,24 +95,23 @@ def _table(title: str, counts: Counter[str], total: int, top: int | None = None)
 
 
 def print_report(rep: NegativeReport, console: Console, top: int = 15, examples: int = 20) -> None:
+    """Tables of the report; titles are printed as lines of their own (a table title wraps)."""
     console.print(f"{rep.expressions} expressions, {rep.negatives} negatives; {rep.full} expressions with "
                   f"{rep.n} ({rep.full / max(1, rep.expressions):.1%})")
-    console.print(_table("difficulty level per negative", rep.levels, rep.negatives))
-    console.print(_table("attributes changed per negative", rep.changes, rep.negatives))
+    _print(console, "difficulty level per negative", rep.levels, rep.negatives)
+    _print(console, "attributes changed per negative", rep.changes, rep.negatives)
     changed = sum(rep.families.values())
-    console.print(_table("attribute families changed", rep.families, changed))
-    console.print(_table("dimensions changed", rep.dims, changed))
-    console.print(_table(f"top {top} replacements", rep.replacements, changed, top))
+    _print(console, "attribute families changed", rep.families, changed)
+    _print(console, "dimensions changed", rep.dims, changed)
+    _print(console, f"top {top} replacements", rep.replacements, changed, top)
     if rep.checks:
-        console.print(_table("llm candidates", rep.checks, sum(rep.checks.values())))
+        _print(console, "llm candidates", rep.checks, sum(rep.checks.values()))
     if rep.failed:
-        t = _table("negatives failing the checks", rep.failed, rep.negatives)
-        console.print(t)
+        _print(console, "negatives failing the checks", rep.failed, rep.negatives)
         for kind, ex in rep.failed_examples.items():
             console.print(f"  {kind}: e.g. {ex}")
     if rep.fewer:
-        console.print(_table(f"why {len(rep.fewer)} expressions have fewer than {rep.n}", rep.fewer_reasons,
-                             len(rep.fewer)))
+        _print(console, f"why {len(rep.fewer)} expressions have fewer than {rep.n}", rep.fewer_reasons, len(rep.fewer))
         for expr, k, why in rep.fewer[:examples]:
             console.print(f"  {k:2d}  {expr}  ({why})")
         if len(rep.fewer) > examples:

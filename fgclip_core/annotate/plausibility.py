@@ -2,9 +2,10 @@
 
 ``Plausibility.learn(texts)`` reads every attribute value of every sentence and counts, per noun and
 dimension, how often each group describes it ("wooden table" 40, "glass table" 6). The weight of a
-replacement group for a noun is its lexicon prior (the group's ``weight``, times
-``typical_weight`` where ``plausibility.yaml`` lists the group as typical for the noun) raised by the
-share the data gives it; a noun the data never describes falls back to the lexicon alone.
+replacement group for a noun blends two distributions over the groups: the data's shares and the
+lexicon prior (the group's ``weight``, times ``typical_weight`` where ``plausibility.yaml`` lists the
+group as typical for the noun). The data's part grows with the noun's count (``c / (c + PRIOR_COUNT)``),
+so a noun the data never describes falls back to the lexicon alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from fgclip_core.annotate.attribute_slots import parse
 from fgclip_core.annotate.lexicon import Lexicon, load_lexicon
 
-DATA_GAIN = 8.0  # a group the data always uses for the noun weighs (1 + DATA_GAIN) times its prior
+PRIOR_COUNT = 5.0  # the lexicon prior counts as this many observations
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 
 
@@ -52,9 +53,12 @@ class Plausibility:
         groups = self.lex.dims[dim].groups
         typical = self.lex.priors.get(key, frozenset())
         prior = [g.weight * (self.lex.typical_weight if gi in typical else 1.0) for gi, g in enumerate(groups)]
+        norm = sum(prior)
+        prior = [p / norm for p in prior]
         counts = self.counts.get(key)
         if counts:
             total = sum(counts.values())
-            prior = [p * (1.0 + DATA_GAIN * counts.get(gi, 0) / total) for gi, p in enumerate(prior)]
+            a = total / (total + PRIOR_COUNT)
+            prior = [(1 - a) * p + a * counts.get(gi, 0) / total + 1e-3 * p for gi, p in enumerate(prior)]
         self._cache[key] = prior
         return prior
