@@ -89,7 +89,7 @@ def values(old: list[str], new: list[str]) -> list[tuple[list[str], list[str]]]:
         old, new = [w for w in old if not is_colour(w)], [w for w in new if not is_colour(w)]
     if not old and not new:
         return out
-    if " ".join(old) in LEX.words and " ".join(new) in LEX.words or len(old) != len(new):
+    if (" ".join(old) in LEX.words and " ".join(new) in LEX.words) or len(old) != len(new):
         return [*out, (old, new)]
     return [*out, *(([o], [n]) for o, n in zip(old, new, strict=True) if o != n)]
 
