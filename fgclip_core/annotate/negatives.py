@@ -245,6 +245,11 @@ class RuleNegatives:
         self.lex = lexicon or load_lexicon()
         self.plaus = plausibility or Plausibility(self.lex)
 
+    @property
+    def uses_context(self) -> bool:
+        """``trivial`` is in the mix: the other expressions of each record are needed."""
+        return "trivial" in dict(self.mix)
+
     def learn(self, texts: Iterable[str], source: str = "captions") -> None:
         """Weigh replacements by the attribute counts of ``texts`` (the captions being annotated)."""
         self.plaus = Plausibility.learn(texts, self.lex, source)
