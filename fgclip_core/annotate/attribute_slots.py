@@ -66,10 +66,12 @@ def _nounlike(tokens: list[Token], j: int, lex: Lexicon) -> bool:
         return False
     if not lex.is_function_word(w):
         return True
+    nxt = tokens[j + 1] if j + 1 < len(tokens) else None
+    if w in lex.prepositions and (nxt is None or not nxt.is_word):
+        return True  # "with a pale pink inside": a preposition that ends the phrase is a noun
     if w not in lex.verbs or w in lex.prepositions or w in lex.conjunctions or w in lex.pronouns \
             or w in lex.copulas or w in lex.adverbs:
         return False
-    nxt = tokens[j + 1] if j + 1 < len(tokens) else None
     return nxt is None or not nxt.is_word or nxt.low in lex.prepositions or nxt.low in lex.conjunctions \
         or nxt.low in lex.copulas
 

@@ -310,7 +310,9 @@ class RuleNegatives:
             return [], "no attribute found"
         usable = [si for si in range(len(spans)) if choices[si]]
         if len(usable) < k:
-            return [], f"needs {k} changeable attributes, found {len(usable)}"
+            blocked = len(spans) - len(usable)
+            return [], f"needs {k} changeable attributes, found {len(usable)}" + \
+                (f" ({blocked} with no contradicting value)" if blocked else "")
         out: list[str] = []
         if k == 1:
             keyed = []
