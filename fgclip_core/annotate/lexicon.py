@@ -104,6 +104,11 @@ class Lexicon:
     non_objects: frozenset[str] = frozenset()
 
     @property
+    def groups(self) -> dict[str, list[tuple[str, ...]]]:
+        """Dimension -> the words of each group (the attribute vocabulary, e.g. for tiny test models)."""
+        return {name: [g.words for g in d.groups] for name, d in self.dims.items()}
+
+    @property
     def colour_modifiers(self) -> list[tuple[str, ...]]:
         names = sorted(set(self.modifier_words.values()))
         return [tuple(w for w, n in self.modifier_words.items() if n == name) for name in names]
