@@ -98,8 +98,7 @@ def _attributive(tokens: list[Token], start: int, i: int, lex: Lexicon, dim: str
 
 
 def _colour_word(lex: Lexicon, word: str) -> bool:
-    e = lex.words.get(word)
-    return e is not None and e.category == COLOUR
+    return word in lex.colour_words
 
 
 def _colour_at(tokens: list[Token], i: int, lex: Lexicon) -> Span | None:

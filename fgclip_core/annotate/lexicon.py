@@ -102,6 +102,8 @@ class Lexicon:
     verbs: frozenset[str] = frozenset()
     adverbs: frozenset[str] = frozenset()
     non_objects: frozenset[str] = frozenset()
+    function_words: frozenset[str] = frozenset()  # prepositions, conjunctions, pronouns, copulas, verbs, adverbs
+    colour_words: frozenset[str] = frozenset()
 
     @property
     def groups(self) -> dict[str, list[tuple[str, ...]]]:
@@ -117,9 +119,7 @@ class Lexicon:
         return self.words.get(word.lower())
 
     def is_function_word(self, word: str) -> bool:
-        w = word.lower()
-        return (w in self.prepositions or w in self.conjunctions or w in self.pronouns or w in self.copulas
-                or w in self.verbs or w in self.adverbs or not word[0].isalnum())
+        return word.lower() in self.function_words or not word[0].isalnum()
 
     def family_of(self, dim: str) -> str:
         return self.dims[dim].family
@@ -253,6 +253,7 @@ def _grammar(lex: Lexicon, grammar: dict) -> None:
         if bad:  # YAML reads bare on/off/no/yes as booleans: such words must be quoted
             raise ValueError(f"grammar.yaml: {key} has non-string entries {bad!r} (quote them)")
         setattr(lex, key, frozenset(w.lower() for w in words))
+    lex.function_words = lex.prepositions | lex.conjunctions | lex.pronouns | lex.copulas | lex.verbs | lex.adverbs
 
 
 @lru_cache(maxsize=1)
@@ -308,4 +309,5 @@ def load_lexicon() -> Lexicon:
                 lex.priors[key] = lex.priors.get(key, frozenset()) | frozenset(dim.index[n] for n in names)
     lex.fixed_names = frozenset(" ".join(n.lower().split()) for n in colours.get("names") or [])
     _grammar(lex, read("grammar.yaml"))
+    lex.colour_words = frozenset(w for w, e in lex.words.items() if e.category == COLOUR)
     return lex

@@ -120,14 +120,28 @@ def _match_case(src: str, word: str) -> str:
     return word
 
 
-def render(expression: str, tokens: list[Token], changes: dict[tuple[int, int], str]) -> str:
-    """Replace token ranges ``(start, end)`` by new text, fixing a/an before each replaced range."""
-    edits: dict[int, tuple[int, str]] = {}
+def is_title(tokens: list[Token]) -> bool:
+    """Every word capitalised ("A Red Car."): replacements are written in Title Case too."""
     words = [t.text for t in tokens if t.text[0].isalpha()]
-    title = len(words) > 1 and all(w[0].isupper() for w in words)  # "A Red Car."
+    return len(words) > 1 and all(w[0].isupper() for w in words)
+
+
+def render(expression: str, tokens: list[Token], changes: dict[tuple[int, int], str], title: bool | None = None
+           ) -> str:
+    """Replace token ranges ``(start, end)`` by new text, fixing a/an before each replaced range."""
+    title = is_title(tokens) if title is None else title
+    edits: dict[int, tuple[int, str]] = {}
     for (s, e), new in changes.items():
         new = " ".join(w[:1].upper() + w[1:] for w in new.split()) if title else new
-        edits[s] = (e, _match_case(tokens[s].text, new))
+        new = _match_case(tokens[s].text, new)
+        if len(changes) == 1:  # the common case, without the general splice below
+            j = s - 1
+            tail = new + expression[tokens[e - 1].end:]
+            if j >= 0 and tokens[j].low in ("a", "an"):
+                art = _match_case(tokens[j].text, _article(new))
+                return expression[: tokens[j].start] + art + expression[tokens[j].end: tokens[s].start] + tail
+            return expression[: tokens[s].start] + tail
+        edits[s] = (e, new)
         j = s - 1
         if j >= 0 and tokens[j].low in ("a", "an") and j not in edits:
             edits[j] = (j + 1, _match_case(tokens[j].text, _article(new)))
@@ -244,6 +258,7 @@ class RuleNegatives:
         self.mix = parse_difficulty(difficulty)
         self.lex = lexicon or load_lexicon()
         self.plaus = plausibility or Plausibility(self.lex)
+        self._heads: dict[str, str] = {}  # trivial: the head noun of each context expression
 
     @property
     def uses_context(self) -> bool:
@@ -314,6 +329,7 @@ class RuleNegatives:
             return [], f"needs {k} changeable attributes, found {len(usable)}" + \
                 (f" ({blocked} with no contradicting value)" if blocked else "")
         out: list[str] = []
+        title = is_title(parsed.tokens)
         if k == 1:
             keyed = []
             for si in usable:
@@ -321,7 +337,7 @@ class RuleNegatives:
                 keyed.extend((rng.random() ** (total / c.weight), si, c) for c in choices[si])
             keyed.sort(key=lambda x: -x[0])
             for _, si, c in keyed:
-                self._add(expression, parsed, {si: c}, seen, out)
+                self._add(expression, parsed, {si: c}, seen, out, title)
                 if len(out) == self.n:
                     return out, None
             dims = sorted({spans[si].dim for si in usable})
@@ -333,19 +349,25 @@ class RuleNegatives:
                 acc += c.weight
                 run.append(acc)
             cum[si] = run
+        misses = 0
         for _ in range(8 * self.n + 20):
             picked = rng.sample(usable, k)
             change = {si: rng.choices(choices[si], cum_weights=cum[si])[0] for si in picked}
+            before = len(out)
             if _consistent(self.lex, parsed, change):
-                self._add(expression, parsed, change, seen, out)
+                self._add(expression, parsed, change, seen, out, title)
                 if len(out) == self.n:
                     return out, None
+            misses = 0 if len(out) > before else misses + 1
+            if misses > 3 * self.n:  # the few combinations there are have all been drawn
+                break
         return out, f"only {len(out)} distinct {k}-attribute changes found"
 
     @staticmethod
-    def _add(expression: str, parsed: Parsed, change: dict[int, Choice], seen: set[str], out: list[str]) -> None:
+    def _add(expression: str, parsed: Parsed, change: dict[int, Choice], seen: set[str], out: list[str],
+             title: bool = False) -> None:
         text = render(expression, parsed.tokens, {(parsed.spans[si].start, parsed.spans[si].end): c.text
-                                                  for si, c in change.items()})
+                                                  for si, c in change.items()}, title)
         key = normalise(text)
         if key not in seen:
             seen.add(key)
@@ -356,8 +378,12 @@ class RuleNegatives:
         noun = singular(parsed.head) if parsed.head else None
         pool = []
         for other in context:
-            h = parse(other, self.lex).head
-            if h is not None and singular(h) != noun:
+            h = self._heads.get(other)
+            if h is None:
+                if len(self._heads) > 100_000:
+                    self._heads.clear()
+                h = self._heads[other] = singular(parse(other, self.lex).head or "")
+            if h and h != noun:
                 pool.append(other)
         rng.shuffle(pool)
         out: list[str] = []
