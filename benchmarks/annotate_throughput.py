@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))  # for tests.fixtures.openai_server (the loopback 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fgclip_core.annotate.attribute_slots import parse  # noqa: E402
 from fgclip_core.annotate.captions import EndpointCaptioner  # noqa: E402
 from fgclip_core.annotate.config import load_annotate_config  # noqa: E402
 from fgclip_core.annotate.images import ImageRef, LoadedImage  # noqa: E402
-from fgclip_core.annotate.attribute_slots import parse  # noqa: E402
 from fgclip_core.annotate.negatives import LEVELS, RuleNegatives  # noqa: E402
 from fgclip_core.annotate.pipeline import Annotator  # noqa: E402
 
