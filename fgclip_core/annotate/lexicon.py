@@ -135,6 +135,13 @@ def _words(raw: Any, where: str) -> tuple[str, ...]:
     return tuple(" ".join(w.lower().split()) for w in raw)
 
 
+def _weight(spec: dict, where: str) -> float:
+    w = spec.get("weight", 1.0)
+    if not isinstance(w, (int, float)) or isinstance(w, bool) or not w > 0:
+        raise ValueError(f"lexicons/{where}: weight must be a number > 0, got {w!r}")
+    return float(w)
+
+
 def _dimension(name: str, family: str, raw: list, where: str) -> Dimension:
     groups: list[Group] = []
     overlaps: list[Any] = []
@@ -145,7 +152,7 @@ def _dimension(name: str, family: str, raw: list, where: str) -> Dimension:
             raise _bad(where, item)
         words = _words(spec.get("words"), where)
         write = words[0] if spec.get("write", True) is not False else None
-        groups.append(Group(str(spec.get("name", words[0])), words, write, float(spec.get("weight", 1.0))))
+        groups.append(Group(str(spec.get("name", words[0])), words, write, _weight(spec, where)))
         overlaps.append(spec.get("overlaps") or [])
         excepts.append(set(spec.get("except") or []))
     index = {g.name: i for i, g in enumerate(groups)}
@@ -212,7 +219,7 @@ def _nearest_families(rgb: tuple[float, float, float], index: dict[str, int]) ->
 
 def _colours(lex: Lexicon, raw: dict, ambiguous: set[str]) -> None:
     fam_raw = raw["families"]
-    groups = [Group(name, _words(spec.get("words", [name]), "colours.yaml"), name, float(spec.get("weight", 1.0)))
+    groups = [Group(name, _words(spec.get("words", [name]), "colours.yaml"), name, _weight(spec, "colours.yaml"))
               for name, spec in fam_raw.items()]
     dim = Dimension(COLOUR, COLOUR, groups, [frozenset({i}) for i in range(len(groups))],
                     {g.name: i for i, g in enumerate(groups)})

@@ -343,3 +343,22 @@ def test_rule_negatives_properties(det, attrs, noun, tail):
         v = analyse(expr, n, positive_parsed=parsed)
         assert v.problem is None and len(v.changes) == 1, (expr, n, v)
         assert n.split()[-len(tail.split()) - 1 if tail else -1] == noun
+
+
+def test_lexicon_entries_are_validated_and_groups_are_consistent():
+    from fgclip_core.annotate.lexicon import _dimension
+
+    with pytest.raises(ValueError, match="weight"):
+        _dimension("d", "f", [{"words": ["a"], "weight": 0}], "x.yaml")
+    with pytest.raises(ValueError, match="unknown group"):
+        _dimension("d", "f", [{"words": ["a"], "overlaps": ["b"]}], "x.yaml")
+    with pytest.raises(ValueError, match="bad entry"):
+        _dimension("d", "f", [{"words": [True]}], "x.yaml")
+    lex = load_lexicon()
+    for dim in lex.dims.values():
+        for i, blocked in enumerate(dim.blocked):
+            assert i in blocked and all(i in dim.blocked[j] for j in blocked), dim.name  # overlaps are symmetric
+    colour = lex.dims["colour"]
+    assert len(colour.groups) == 11 and lex.base_modifiers[colour.index["black"]] == frozenset()
+    assert "light" not in lex.base_modifiers[colour.index["white"]]
+    assert lex.attribute("navy").groups == frozenset({colour.index["blue"]})
