@@ -115,7 +115,9 @@ def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n:
     else:
         ctx = {}
     keys = sorted({(r.short_expr, ctx.get(id(r), ())) for r in regions})
-    results = dict(zip(keys, generator.generate([k[0] for k in keys], [k[1] for k in keys]), strict=True))
+    exprs = [k[0] for k in keys]
+    made = generator.generate(exprs, [k[1] for k in keys]) if ctx else generator.generate(exprs)
+    results = dict(zip(keys, made, strict=True))
     prov = generator.provenance()
     errors: dict[str, str] = {}
     for r in regions:
@@ -177,9 +179,10 @@ class Annotator:
             self.negatives.learn([rec.caption for _, rec in records])  # this chunk's captions: resumable
         groups = [rec.bbox_info for _, rec in records]
         errors = assign_negatives(regions, self.negatives, self.cfg.negatives.n, groups) if regions else {}
+        neg_prov = self.negatives.provenance() if regions else {}
         for _, rec in records:
             if rec.bbox_info:
-                rec.provenance["short_expr_negs"] = self.negatives.provenance()
+                rec.provenance["short_expr_negs"] = neg_prov
         kept: list[FineHARDRecord] = []
         for _, rec in records:
             bad = [e for e in (errors.get(r.short_expr) for r in rec.bbox_info) if e]
