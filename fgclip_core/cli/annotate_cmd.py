@@ -62,9 +62,12 @@ def annotate(ctx: click.Context, images_root: str | None, out: str | None, confi
     console.print(table)
 
 
-def _read_blocks(path: str) -> tuple[list[str], list[tuple[str, ...]]]:
-    """Expressions (one per non-empty line) and, for each, the others of its block: a block is a run
-    of lines between blank lines, the expressions of one record (what ``trivial`` draws from)."""
+MAX_RECORD_LINES = 64  # a longer block is no record: trivial then draws from the 32 lines either side
+
+
+def _read_blocks(path: str) -> list[list[str]]:
+    """Blocks of expressions (one per non-empty line): a block is a run of lines between blank lines, the
+    expressions of one record (what ``trivial`` draws from)."""
     from fgclip_core.storage import filesystem
 
     fs, p = filesystem(path)
@@ -75,9 +78,17 @@ def _read_blocks(path: str) -> tuple[list[str], list[tuple[str, ...]]]:
                 blocks[-1].append(line.strip())
             elif blocks[-1]:
                 blocks.append([])
-    exprs = [e for b in blocks for e in b]
-    ctx = [tuple(o for o in b if o != e) for b in blocks for e in b]
-    return exprs, ctx
+    return [b for b in blocks if b]
+
+
+def _contexts(blocks: list[list[str]]) -> list[tuple[str, ...]]:
+    half = MAX_RECORD_LINES // 2
+    out: list[tuple[str, ...]] = []
+    for b in blocks:
+        for i, e in enumerate(b):
+            near = b if len(b) <= MAX_RECORD_LINES else b[max(0, i - half): i + half + 1]
+            out.append(tuple(o for o in near if o != e))
+    return out
 
 
 @annotate.command(name="negatives")
@@ -108,8 +119,10 @@ def negatives(expressions_path: str, out: str | None, backend: str | None, n: in
     extra = [*overrides, *([f"negatives.backend={backend}"] if backend else []), *([f"negatives.n={n}"] if n else []),
              *([f"negatives.difficulty={difficulty}"] if difficulty else [])]
     cfg = _config(config_path, tuple(extra))
-    expressions, contexts = _read_blocks(expressions_path)
+    blocks = _read_blocks(expressions_path)
+    expressions = [e for b in blocks for e in b]
     gen = build_negatives(cfg)
+    contexts = _contexts(blocks) if getattr(gen, "uses_context", False) else None
     if cfg.negatives.plausibility == "captions" and hasattr(gen, "learn"):
         if captions_path:
             cfs, cpath = filesystem(captions_path)

@@ -362,3 +362,13 @@ def test_lexicon_entries_are_validated_and_groups_are_consistent():
     assert len(colour.groups) == 11 and lex.base_modifiers[colour.index["black"]] == frozenset()
     assert "light" not in lex.base_modifiers[colour.index["white"]]
     assert lex.attribute("navy").groups == frozenset({colour.index["blue"]})
+
+
+def test_cli_contexts_are_blocks_and_long_blocks_a_window():
+    from fgclip_core.cli.annotate_cmd import MAX_RECORD_LINES, _contexts
+
+    assert _contexts([["a", "b"], ["c"]]) == [("b",), ("a",), ()]
+    long = [f"thing {i}" for i in range(10 * MAX_RECORD_LINES)]
+    ctx = _contexts([long])
+    assert len(ctx) == len(long) and max(len(c) for c in ctx) <= MAX_RECORD_LINES
+    assert "thing 499" in ctx[500] and "thing 0" not in ctx[500]
