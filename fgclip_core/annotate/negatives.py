@@ -397,6 +397,3 @@ class RuleNegatives:
                 return out, None
         return out, f"{len(out)} other objects in the record"
 
-
-def span_text(parsed: Parsed, span: Span, expression: str) -> str:
-    return expression[parsed.tokens[span.start].start: parsed.tokens[span.end - 1].end]
