@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fgclip_core.config import StrictModel, load_config
 
@@ -28,8 +28,10 @@ GROUNDING_PROMPT = (
 )
 NEGATIVES_PROMPT = (
     "Write {n} hard negative descriptions for the referring expression \"{expression}\". Each must "
-    "keep the object noun \"{noun}\" and change one or two of its attributes (colour, material, "
-    "size, count, pattern, texture, shape or state) so that it no longer describes the same object. "
+    "keep the object noun \"{noun}\" and every other word as it is, and change {changes} of its "
+    "attributes (colour, material, size, count, pattern, texture, shape, transparency, print or state) "
+    "to a value that contradicts it: another basic colour or light/dark, another kind of material, the "
+    "opposite state; never a synonym, a shade of the same colour or a kind of the same material. "
     "One description per line, no numbering, no other text."
 )
 
@@ -108,11 +110,27 @@ class NegativesConfig(StrictModel):
     backend: Literal["rules", "llm"] = "rules"
     n: int = Field(10, ge=1, le=50)
     seed: int = 0
-    max_changes: int = Field(2, ge=1, le=2)
+    # hard (exactly one attribute changed; what training uses), medium (two), easy (three), trivial
+    # (the noun phrase of another object of the same record), or a mix: "hard,medium", "hard:3,trivial:1"
+    difficulty: str = "hard"
+    # captions: replacements weighted by the attribute counts per noun in the captions being annotated
+    # (the chunk's, so a resumed run makes the same negatives); lexicon: by the lexicon priors alone
+    plausibility: Literal["captions", "lexicon"] = "captions"
     prompt_template: str = NEGATIVES_PROMPT
-    prompt_version: str = "negatives-v1"
-    # llm: more requests are made (each retried on transport errors) until n valid negatives exist.
+    prompt_version: str = "negatives-v2"
+    # llm: more requests are made (each retried on transport errors) until n valid negatives exist;
+    # what is still missing then comes from the rule-based generator (counted in provenance `checks`).
     max_attempts: int = Field(3, ge=1)
+
+    @field_validator("difficulty", mode="before")
+    @classmethod
+    def _difficulty(cls, v: object) -> str:
+        from fgclip_core.annotate.negatives import parse_difficulty
+
+        if not isinstance(v, (str, list)) or (isinstance(v, list) and not all(isinstance(x, str) for x in v)):
+            raise ValueError("difficulty must be a level, a comma-separated mix or a list of levels")
+        mix = parse_difficulty(v)
+        return ",".join(lv if w == 1 else f"{lv}:{w:g}" for lv, w in mix)
 
 
 class PipelineConfig(StrictModel):

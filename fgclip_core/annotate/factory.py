@@ -43,7 +43,7 @@ def build_region_metadata(cfg: AnnotateConfig) -> MetadataRegions | None:
 def build_negatives(cfg: AnnotateConfig) -> NegativeGenerator:
     n = cfg.negatives
     if n.backend == "rules":
-        return RuleNegatives(n=n.n, seed=n.seed, max_changes=n.max_changes)
+        return RuleNegatives(n=n.n, seed=n.seed, difficulty=n.difficulty)
     from fgclip_core.annotate.llm_negatives import LLMNegatives
 
     return LLMNegatives(n, cfg.endpoint)

@@ -103,22 +103,34 @@ def config_fingerprint(cfg: AnnotateConfig) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n: int
-                     ) -> dict[str, str]:
-    """Fill each region's negatives in place; returns {short_expr: error} for backend failures."""
-    exprs = sorted({r.short_expr for r in regions})
-    results = {res.expression: res for res in generator.generate(exprs)}
+def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n: int,
+                     records: Sequence[Sequence[Region]] | None = None) -> dict[str, str]:
+    """Fill each region's negatives in place; returns {short_expr: error} for backend failures.
+
+    ``records`` groups the regions by record: a generator with ``uses_context`` (difficulty
+    ``trivial``) gets the other expressions of the region's record."""
+    if records is not None and getattr(generator, "uses_context", False):
+        ctx = {id(r): tuple(sorted({o.short_expr for o in group if o.short_expr != r.short_expr}))
+               for group in records for r in group}
+    else:
+        ctx = {}
+    keys = sorted({(r.short_expr, ctx.get(id(r), ())) for r in regions})
+    exprs = [k[0] for k in keys]
+    made = generator.generate(exprs, [k[1] for k in keys]) if ctx else generator.generate(exprs)
+    results = dict(zip(keys, made, strict=True))
     prov = generator.provenance()
     errors: dict[str, str] = {}
     for r in regions:
-        res = results[r.short_expr]
+        res = results[(r.short_expr, ctx.get(id(r), ()))]
         if res.error is not None:
             errors[r.short_expr] = res.error
             continue
         full = len(res.negatives) == n
         r.short_expr_negs = list(res.negatives) if full else []
         r.flag_short_neg = int(full and n == FULL_NEGATIVES)
-        r.provenance["short_expr_negs"] = prov
+        r.provenance["short_expr_negs"] = {**prov, "levels": list(res.levels) if full else [],
+                                           **({"checks": res.checks} if res.checks else {}),
+                                           **({"note": res.note} if res.note else {})}
     return errors
 
 
@@ -163,7 +175,14 @@ class Annotator:
             records = self._given_boxes(records, quarantine)
 
         regions = [r for _, rec in records for r in rec.bbox_info]
-        errors = assign_negatives(regions, self.negatives, self.cfg.negatives.n) if regions else {}
+        if regions and self.cfg.negatives.plausibility == "captions" and hasattr(self.negatives, "learn"):
+            self.negatives.learn([rec.caption for _, rec in records])  # this chunk's captions: resumable
+        groups = [rec.bbox_info for _, rec in records]
+        errors = assign_negatives(regions, self.negatives, self.cfg.negatives.n, groups) if regions else {}
+        neg_prov = self.negatives.provenance() if regions else {}
+        for _, rec in records:
+            if rec.bbox_info:
+                rec.provenance["short_expr_negs"] = neg_prov
         kept: list[FineHARDRecord] = []
         for _, rec in records:
             bad = [e for e in (errors.get(r.short_expr) for r in rec.bbox_info) if e]

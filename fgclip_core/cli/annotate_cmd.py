@@ -2,6 +2,7 @@
 
     fgclip annotate --images ROOT --out URL [--config FILE] [--set key=value ...]
     fgclip annotate negatives --expressions FILE.txt --out FILE.jsonl [--backend rules|llm] [-n 10]
+                              [--difficulty hard|medium|easy|trivial|MIX] [--captions FILE] [--report]
 """
 
 from __future__ import annotations
@@ -61,43 +62,97 @@ def annotate(ctx: click.Context, images_root: str | None, out: str | None, confi
     console.print(table)
 
 
+MAX_RECORD_LINES = 64  # a longer block is no record: trivial then draws from the 32 lines either side
+
+
+def _read_blocks(path: str) -> list[list[str]]:
+    """Blocks of expressions (one per non-empty line): a block is a run of lines between blank lines, the
+    expressions of one record (what ``trivial`` draws from)."""
+    from fgclip_core.storage import filesystem
+
+    fs, p = filesystem(path)
+    blocks: list[list[str]] = [[]]
+    with fs.open(p, "rt") as f:
+        for line in f:
+            if line.strip():
+                blocks[-1].append(line.strip())
+            elif blocks[-1]:
+                blocks.append([])
+    return [b for b in blocks if b]
+
+
+def _contexts(blocks: list[list[str]]) -> list[tuple[str, ...]]:
+    half = MAX_RECORD_LINES // 2
+    out: list[tuple[str, ...]] = []
+    for b in blocks:
+        for i, e in enumerate(b):
+            near = b if len(b) <= MAX_RECORD_LINES else b[max(0, i - half): i + half + 1]
+            out.append(tuple(o for o in near if o != e))
+    return out
+
+
 @annotate.command(name="negatives")
-@click.option("--expressions", "expressions_path", required=True, help="Text file (or URL): one expression per line.")
-@click.option("--out", "out", required=True, help="JSONL out: {\"expression\", \"negatives\"} per expression.")
+@click.option("--expressions", "expressions_path", required=True,
+              help="Text file (or URL): one expression per line; blank lines separate records (for trivial).")
+@click.option("--out", "out", default=None,
+              help='JSONL out: {"expression", "negatives", "levels", "note"} per expression (needed unless --report).')
 @click.option("--backend", type=click.Choice(["rules", "llm"]), default=None, help="Default: the config's (rules).")
 @click.option("-n", "n", type=click.IntRange(1, 50), default=None, help="Negatives per expression (default 10).")
+@click.option("--difficulty", default=None, metavar="LEVELS",
+              help="hard (1 attribute changed, default), medium (2), easy (3), trivial (another object of the "
+                   "record), or a mix: hard,medium / hard:3,trivial:1.")
+@click.option("--captions", "captions_path", default=None,
+              help="Text file (or URL) of captions to learn replacement plausibility from (default: the expressions).")
+@click.option("--report", is_flag=True, help="Print the distribution: changes per negative, attribute families, "
+              "top replacements, failed checks, expressions with fewer than n and why.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="AnnotateConfig (its endpoint/negatives sections are used).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def negatives(expressions_path: str, out: str, backend: str | None, n: int | None, config_path: str | None,
-              overrides: tuple[str, ...]) -> None:
+def negatives(expressions_path: str, out: str | None, backend: str | None, n: int | None, difficulty: str | None,
+              captions_path: str | None, report: bool, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Hard negatives for referring expressions (one JSON line out per non-empty input line)."""
     from fgclip_core.annotate.factory import build_negatives
     from fgclip_core.storage import filesystem
 
-    extra = [*overrides, *([f"negatives.backend={backend}"] if backend else []), *([f"negatives.n={n}"] if n else [])]
+    if out is None and not report:
+        raise click.UsageError("fgclip annotate negatives needs --out FILE.jsonl (or --report)")
+    extra = [*overrides, *([f"negatives.backend={backend}"] if backend else []), *([f"negatives.n={n}"] if n else []),
+             *([f"negatives.difficulty={difficulty}"] if difficulty else [])]
     cfg = _config(config_path, tuple(extra))
-    fs, path = filesystem(expressions_path)
-    with fs.open(path, "rt") as f:
-        expressions = [line.strip() for line in f if line.strip()]
-    results = build_negatives(cfg).generate(expressions)
-    ofs, opath = filesystem(out)
-    parent = opath.rsplit("/", 1)[0] if "/" in opath else ""
-    if parent:
-        ofs.makedirs(parent, exist_ok=True)
+    blocks = _read_blocks(expressions_path)
+    expressions = [e for b in blocks for e in b]
+    gen = build_negatives(cfg)
+    contexts = _contexts(blocks) if getattr(gen, "uses_context", False) else None
+    if cfg.negatives.plausibility == "captions" and hasattr(gen, "learn"):
+        if captions_path:
+            cfs, cpath = filesystem(captions_path)
+            with cfs.open(cpath, "rt") as f:
+                gen.learn([ln.strip() for ln in f if ln.strip()], source=captions_path)
+        else:
+            gen.learn(expressions, source="expressions")
+    results = gen.generate(expressions, contexts)
     failed = [r for r in results if r.error]
-    with ofs.open(opath, "wt") as f:
-        for r in results:
-            f.write(json.dumps({"expression": r.expression, "negatives": r.negatives}, ensure_ascii=False) + "\n")
-    if failed:
-        qpath = opath + ".quarantine.jsonl"
-        with ofs.open(qpath, "wt") as f:
-            for r in failed:
-                f.write(json.dumps({"expression": r.expression, "stage": "negatives", "reason": r.error}) + "\n")
+    if out is not None:
+        ofs, opath = filesystem(out)
+        parent = opath.rsplit("/", 1)[0] if "/" in opath else ""
+        if parent:
+            ofs.makedirs(parent, exist_ok=True)
+        with ofs.open(opath, "wt") as f:
+            for r in results:
+                f.write(json.dumps({"expression": r.expression, "negatives": r.negatives, "levels": r.levels,
+                                    "note": r.note}, ensure_ascii=False) + "\n")
+        if failed:
+            with ofs.open(opath + ".quarantine.jsonl", "wt") as f:
+                for r in failed:
+                    f.write(json.dumps({"expression": r.expression, "stage": "negatives", "reason": r.error}) + "\n")
+    if report:
+        from fgclip_core.annotate.negative_report import build_report, print_report
+
+        print_report(build_report(results, cfg.negatives.n), Console())
     full = sum(1 for r in results if len(r.negatives) == cfg.negatives.n)
-    console.print(f"{len(results)} expressions: {full} with {cfg.negatives.n} negatives, "
+    console.print(f"{len(results)} expressions ({cfg.negatives.difficulty}): {full} with {cfg.negatives.n} negatives, "
                   f"{len(results) - full - len(failed)} with fewer, {len(failed)} failed"
-                  + (f" (reasons in {out}.quarantine.jsonl)" if failed else ""))
+                  + (f" (reasons in {out}.quarantine.jsonl)" if failed and out else ""))
     if failed:
         sys.exit(1)
 

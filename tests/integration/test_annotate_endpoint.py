@@ -118,11 +118,15 @@ def test_llm_negatives_repair_and_top_up(openai_server):
     gen = LLMNegatives(NegativesConfig(backend="llm", n=10), endpoint(openai_server))
     [res] = gen.generate(["a light grey plastic pipe"])
     assert res.error is None
-    assert res.negatives[:3] == ["a light grey wooden pipe", "a dark pink plastic pipe", "a green metal pipe"]
+    # hard (the default): only single-attribute changes count; two-change lines and the lost noun are rejected
+    assert res.negatives[:6] == ["a light grey wooden pipe", "a dark pink plastic pipe", "a red plastic pipe",
+                                 "a blue plastic pipe", "a tan plastic pipe", "a gold plastic pipe"]
+    assert "a green metal pipe" not in res.negatives and res.levels == ["hard"] * 10
     assert len(res.negatives) == 10 and len(set(res.negatives)) == 10
     assert "a light grey plastic pipe" not in res.negatives and all("pipe" in n for n in res.negatives)
-    assert calls["n"] == 2  # a second round topped the list up
-    assert gen.provenance()["prompt_version"] == "negatives-v1"
+    assert calls["n"] == 3  # a second round topped the list up, a third found nothing new
+    assert res.checks["replaced"] == 4  # the rest are rule-based
+    assert gen.provenance()["prompt_version"] == "negatives-v2"
 
 
 def test_llm_negatives_endpoint_down_is_an_error(openai_server):

@@ -213,9 +213,13 @@ def test_every_stage_through_the_endpoint(openai_server, tmp_path):
         parts = req["messages"][0]["content"]
         text = next(p["text"] for p in parts if p["type"] == "text")
         if "hard negative" in text:
+            expr = text.split('"')[1]
             noun = text.split('keep the object noun "')[1].split('"')[0]
-            colours = ["red", "blue", "green", "pink", "black", "white", "grey", "brown", "orange", "purple"]
-            return "\n".join(f"{i}. a {c} {noun}" for i, c in enumerate(colours, 1))
+            colours = ["red", "blue", "green", "pink", "black", "white", "grey", "brown", "orange", "purple", "yellow"]
+            own = [c for c in colours if c in expr.split()]
+            if own:  # one attribute changed, as asked
+                return "\n".join(f"{i}. {expr.replace(own[0], c)}" for i, c in enumerate(colours, 1) if c != own[0])
+            return "\n".join(f"{i}. a {c} {noun}" for i, c in enumerate(colours, 1))  # adds an attribute: rejected
         if "Find these phrases" in text:
             phrases = text.split("Find these phrases in the image: ")[1].split(". Answer")[0].split("; ")
             return json.dumps([{"phrase": p, "bbox": [0.1 * i, 0.1, 0.1 * i + 0.3, 0.6], "score": 0.9 - 0.1 * i}
@@ -237,9 +241,12 @@ def test_every_stage_through_the_endpoint(openai_server, tmp_path):
     assert [g.short_expr for g in rec.bbox_info] == ["a small yellow duck", "a round blue bowl",
                                                      "a tall wooden spoon", "the bowl"]
     assert rec.bbox_info[1].bbox == [0.1, 0.1, 0.4, 0.6]
-    assert all(g.flag_short_neg == 1 for g in rec.bbox_info)
-    assert "a red duck" in rec.bbox_info[0].short_expr_negs
-    assert rec.bbox_info[0].provenance["short_expr_negs"]["backend"] == "openai"
+    # "the bowl" has no attribute: the LLM's answers add one, are rejected, and rules have none to change
+    assert [g.flag_short_neg for g in rec.bbox_info] == [1, 1, 1, 0]
+    assert "a small red duck" in rec.bbox_info[0].short_expr_negs
+    prov = rec.bbox_info[0].provenance["short_expr_negs"]
+    assert prov["backend"] == "openai" and prov["difficulty"] == "hard" and prov["levels"] == ["hard"] * 10
+    assert prov["checks"]["replaced"] == 0 and rec.bbox_info[2].provenance["short_expr_negs"]["checks"]["replaced"] == 10
     assert rec.provenance["bbox_info"]["prompt_version"] == "grounding-v1"
     assert openai_server.faults["500"] > 0  # every first attempt failed and was retried
 
@@ -269,7 +276,8 @@ def test_negative_backend_failures_quarantine_the_image_with_its_record(openai_s
     assert (q["f_path"], q["stage"]) == ("k.png", "negatives") and "HTTP 500" in q["reason"]
     assert q["record"]["bbox_info"][0]["short_expr"] == "a red kite"
     kept = {r.f_path: r for r in read_records(str(tmp_path / "out"))}
-    # the boat's LLM answer had no valid negative: kept, flagged 0, no negatives (not an error)
+    # the boat's LLM answer had no valid negative (not an error): all 10 are rule-based, and counted
     [boat] = kept["b.png"].bbox_info
-    assert (boat.short_expr, boat.flag_short_neg, boat.short_expr_negs) == ("a blue boat", 0, [])
+    assert (boat.short_expr, boat.flag_short_neg, len(boat.short_expr_negs)) == ("a blue boat", 1, 10)
+    assert boat.provenance["short_expr_negs"]["checks"] == {"rejected": 1, "replaced": 10}
     assert kept["n.png"].bbox_info == []

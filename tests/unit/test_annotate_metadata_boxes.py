@@ -162,6 +162,7 @@ def test_sample_end_to_end_through_the_cli_passes_validation(sample_set, tmp_pat
 
     given = {r.f_path: r for r in sample_set.records}
     rules = RuleNegatives()
+    rules.learn([r.caption for r in sample_set.records])  # the pipeline learns plausibility from the chunk's captions
     makeable = {res.expression: res.negatives for res in rules.generate(
         sorted({g.short_expr for r in sample_set.records for g in r.bbox_info}))}
     with_negs = 0
@@ -175,4 +176,6 @@ def test_sample_end_to_end_through_the_cli_passes_validation(sample_set, tmp_pat
             full = len(makeable[g.short_expr]) == 10
             assert (g.flag_short_neg, g.short_expr_negs) == ((1, makeable[g.short_expr]) if full else (0, []))
             with_negs += full
-    assert summary["regions_with_negatives"] == with_negs > summary["regions"] * 0.8
+    # hard negatives change exactly one attribute: a region whose only attribute is two-valued (tall/short)
+    # cannot get 10 (issue 13), so fewer than before pass
+    assert summary["regions_with_negatives"] == with_negs > summary["regions"] * 0.7
