@@ -28,6 +28,7 @@ from fgclip_core.data.pipeline import TargetNotEmptyError, build_shards
 from fgclip_core.data.shard_check import CorruptShardError
 from fgclip_core.data.shards import read_manifest, shard_urls, verify_shards
 from tests.fixtures.data import make_record, write_images, write_jsonl
+from tests.integration.train_run import run_train
 from tests.unit.test_data_loader import PROC, TOK
 
 pytestmark = pytest.mark.integration
@@ -222,3 +223,21 @@ def test_intact_shards_read_the_same_in_both_modes(built):
     for mode in ("fail", "skip"):
         got, loader = _keys_read(str(out), mode)
         assert got == every and loader.counters["corrupt_shards"] == 0
+
+
+def test_training_on_a_swapped_shard_stops_with_one_clear_line(sample_shards, tiny_checkpoint_dir, tmp_path):
+    """End to end: ``fgclip train`` (default ``data.on_corrupt_shard=fail``) exits non-zero naming the shard."""
+    data = tmp_path / "shards"
+    shutil.copytree(sample_shards.dir, data)
+    m = read_manifest(str(data))
+    same = [s for s in m.shards if s.bytes == m.shards[0].bytes and s.name != m.shards[0].name]
+    victim = same[0] if same else m.shards[1]
+    shutil.copyfile(data / m.shards[0].name, data / victim.name)
+    out = tmp_path / "run"
+    proc = run_train(out, "--init", str(tiny_checkpoint_dir), "--max-steps", "50", "--set", "deepspeed.zero_stage=0",
+                     "--set", "data.loader.batch_size=2", "--set", "data.loader.mode=shuffle", data=str(data),
+                     check=False)
+    lines = [line for line in proc.stderr.splitlines() if "corrupt shard" in line]
+    assert proc.returncode != 0 and lines, proc.stderr[-3000:]
+    assert victim.name in lines[0] and ("hash mismatch" in lines[0] or "size mismatch" in lines[0])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
