@@ -49,7 +49,9 @@ def training_shards(context: AssetExecutionContext, config: ShardsConfig,
     out = workspace.url(SHARDS)
     cfg = DataConfig(shards=ShardConfig(samples_per_shard=config.samples_per_shard))
     tokenizer = clip_tokenizer() if config.store_token_ids else None
-    result = build_shards(workspace.url(VALIDATED, KEPT_NAME), _images(workspace), out, cfg, tokenizer=tokenizer)
+    # each materialisation replaces the last one: beside it, switched by the manifest (written last)
+    result = build_shards(workspace.url(VALIDATED, KEPT_NAME), _images(workspace), out, cfg, tokenizer=tokenizer,
+                          overwrite=True)
     m = result.manifest
     context.log.info("%d samples in %d shard(s) under %s", m.total_samples, m.num_shards, out)
     return MaterializeResult(metadata={

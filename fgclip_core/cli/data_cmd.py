@@ -118,9 +118,13 @@ def validate_cmd(annotations: str, images: str | None, config: str | None, overr
               help="Checkpoint/tokenizer folder, or 'clip' for OpenAI CLIP's tokenizer (all shipped archs): also "
                    "store every sample's token ids ({key}.tok.npy, with loader.short_caption_prefix) and the "
                    "tokenizer's fingerprint in the manifest; a loader with the same tokenizer then skips tokenising.")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace the build already at --out (refused without this flag): the new shards are written "
+                   "beside it under fresh names and take over when the new manifest is written, last; a build "
+                   "killed before that leaves the old one exactly as it was.")
 def build_shards_cmd(annotations: str, images: str | None, config: str | None, overrides: tuple[str, ...],
                      strip_prefixes: tuple[str, ...], workers: int | None, out: str,
-                     samples_per_shard: int | None, tokenizer_dir: str | None) -> None:
+                     samples_per_shard: int | None, tokenizer_dir: str | None, overwrite: bool) -> None:
     """Validate and pack records into shard-NNNNNN.tar + manifest.json + quarantine.jsonl."""
     ov = _overrides(overrides, strip_prefixes, workers)
     if samples_per_shard is not None:
@@ -137,7 +141,8 @@ def build_shards_cmd(annotations: str, images: str | None, config: str | None, o
             raise click.ClickException(str(e)) from e
     bar, on_outcome = _progress("build-shards")
     try:
-        result = build_shards(annotations, images, out, cfg, on_outcome=on_outcome, tokenizer=tokenizer)
+        result = build_shards(annotations, images, out, cfg, on_outcome=on_outcome, tokenizer=tokenizer,
+                              overwrite=overwrite)
     except (DestinationError, FileNotFoundError, NothingUsableError) as e:
         raise click.ClickException(str(e)) from e
     finally:

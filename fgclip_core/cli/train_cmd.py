@@ -121,11 +121,12 @@ def _config_for_workers(cfg, env: dict[str, str] | None) -> tuple[dict, dict[str
 
 
 def _run_worker(cfg, out: Path, resume: bool, progress: bool) -> None:
+    from fgclip_core.data.shard_check import CorruptShardError
     from fgclip_core.train.engine import NonFiniteLossError, Trainer, summary_dict
 
     try:
         summary = Trainer(cfg, out, resume=resume, progress=progress).run()
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, CorruptShardError) as e:
         raise click.ClickException(str(e)) from e
     if int(os.environ.get("RANK", "0")) == 0:
         path = out / "summary.json"

@@ -33,29 +33,49 @@ def resolve(url: str, fs: Any = None) -> tuple[Any, str]:
     return fs, fs._strip_protocol(url)
 
 
+class AtomicWriter:
+    """A file written under a temporary name next to ``url``; ``commit()`` moves it in place, under
+    ``url`` or under a name chosen only once the content is known (a content-addressed shard name);
+    ``discard()`` removes it. Not committed = never visible under a final name."""
+
+    def __init__(self, url: str, mode: str = "wb", fs: Any = None, **kwargs: Any) -> None:
+        if not mode.startswith("w"):
+            raise ValueError(f"atomic writes only, got mode {mode!r}")
+        self.url = url
+        self.fs, path = resolve(url, fs)
+        parent = path.rpartition("/")[0]
+        if parent and not storage.is_remote(url):  # object stores have no folders (and buckets are not ours to create)
+            self.fs.makedirs(parent, exist_ok=True)
+        self.tmp = temp_name(path)
+        self.fh: IO[Any] = self.fs.open(self.tmp, mode, **kwargs)
+
+    def commit(self, url: str | None = None) -> str:
+        """Close and move to ``url`` (default: the url given at creation, same folder expected)."""
+        final = url or self.url
+        path = resolve(final, self.fs)[1]
+        self.fh.close()
+        if storage.is_remote(final):
+            self.fs.mv(self.tmp, path)
+        else:
+            os.replace(self.tmp, path)
+        return final
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.fh.close()
+        with contextlib.suppress(Exception):
+            self.fs.rm(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_open(url: str, mode: str = "wb", fs: Any = None, **kwargs: Any) -> Iterator[IO[Any]]:
     """Open ``url`` for writing; the content appears under ``url`` only if the block succeeds."""
-    if not mode.startswith("w"):
-        raise ValueError(f"atomic_open writes only, got mode {mode!r}")
-    fs, path = resolve(url, fs)
-    parent = path.rpartition("/")[0]
-    if parent and not storage.is_remote(url):  # object stores have no folders (and buckets are not ours to create)
-        fs.makedirs(parent, exist_ok=True)
-    tmp = temp_name(path)
-    fh = fs.open(tmp, mode, **kwargs)
+    w = AtomicWriter(url, mode, fs, **kwargs)
     try:
-        yield fh
-        fh.close()
-        if storage.is_remote(url):
-            fs.mv(tmp, path)
-        else:
-            os.replace(tmp, path)
+        yield w.fh
+        w.commit()
     except BaseException:
-        with contextlib.suppress(Exception):
-            fh.close()
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
+        w.discard()
         raise
 
 

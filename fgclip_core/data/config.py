@@ -70,6 +70,15 @@ class LoaderConfig(StrictModel):
         return self
 
 
+class ShardCheckConfig(StrictModel):
+    """What the loader does with a shard that does not match its manifest entry (``data.shard_check``).
+    The training config's ``data`` section is one of these (``data.on_corrupt_shard``)."""
+
+    on_corrupt_shard: Literal["fail", "skip"] = Field(
+        default="fail", description="missing, other size or other sha256: fail = stop with an error naming the "
+                                    "shard; skip = log it once, count it (loader.counters) and go on without it")
+
+
 class DataConfig(StrictModel):
     read: ReadConfig = Field(default_factory=lambda: ReadConfig())
     validation: ValidationConfig = Field(default_factory=lambda: ValidationConfig())

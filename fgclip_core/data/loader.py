@@ -25,6 +25,13 @@ re-reads at most one block per worker.
 
 Bad samples met at read time (unreadable tar, missing part, bad JSON, undecodable image) are
 logged (up to ``log_bad_samples`` per worker), counted in ``counters`` and skipped.
+
+Every shard is checked against its manifest entry as it is read (``data.shard_check``): size up
+front, sha256 of the bytes as they stream. A shard that is missing, of another size or of another
+hash is a ``CorruptShardError`` naming it (``on_corrupt_shard="fail"``, the default; a hash
+mismatch is only known at the shard's end, so some of its samples may already be in batches handed
+out: training stops there), or with ``"skip"`` is read whole into memory and checked before any of
+its samples is used, logged once per worker, counted in ``counters["corrupt_shards"]`` and left out.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from fgclip_core import storage
 from fgclip_core.data.atomic import resolve
 from fgclip_core.data.batch import TrainBatch
-from fgclip_core.data.config import LoaderConfig, ReadConfig, ValidationConfig
+from fgclip_core.data.config import LoaderConfig, ReadConfig, ShardCheckConfig, ValidationConfig
 from fgclip_core.data.errors import RecordError
 from fgclip_core.data.images import decode_image
 from fgclip_core.data.io import record_from_raw
@@ -62,6 +69,7 @@ from fgclip_core.data.pretok import (
     read_tokens,
 )
 from fgclip_core.data.records import FineHARDRecord
+from fgclip_core.data.shard_check import CorruptShardError, ShardCheck, ShardCorrupt
 from fgclip_core.data.shards import Manifest, read_manifest
 from fgclip_core.data.tokens import FastEncoder, FastEncoderUnavailable
 
@@ -123,11 +131,14 @@ class _Counters:
     samples_ok: int = 0
     bad_samples: int = 0
     shard_errors: int = 0
+    corrupt_shards: int = 0   # skipped (on_corrupt_shard="skip"): each time the stream came to one
     bad_by_reason: Counter[str] = field(default_factory=Counter)
+    corrupt_by_reason: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples_ok": self.samples_ok, "bad_samples": self.bad_samples,
-                "shard_errors": self.shard_errors, "bad_by_reason": dict(self.bad_by_reason)}
+                "shard_errors": self.shard_errors, "corrupt_shards": self.corrupt_shards,
+                "bad_by_reason": dict(self.bad_by_reason), "corrupt_by_reason": dict(self.corrupt_by_reason)}
 
 
 class _BadSample(Exception):
@@ -145,17 +156,26 @@ _TAR_BLOCK = 512
 _ZERO_BLOCK = bytes(_TAR_BLOCK)
 
 
-def _tarfile_members(fs: Any, path: str, skip: int = 0) -> Iterator[tuple[str, bytes]]:
+def _tarfile_members(fs: Any, path: str, skip: int = 0, check: ShardCheck | None = None) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of the regular files of a tar, read by ``tarfile`` (after skipping ``skip`` of them)."""
-    with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            if skip:
-                skip -= 1
-                continue
-            f = tar.extractfile(member)
-            yield member.name, f.read() if f is not None else b""
+    with fs.open(path, "rb") as raw:
+        fh = raw if check is None else check.wrap(raw)
+        try:
+            with tarfile.open(fileobj=fh, mode="r|") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    f = tar.extractfile(member)
+                    yield member.name, f.read() if f is not None else b""
+        except (tarfile.TarError, EOFError, ValueError):
+            if check is not None:
+                check.finish()   # a damaged shard: ShardCorrupt from here when its bytes are not the manifest's
+            raise
+        if check is not None:
+            check.finish()
 
 
 def _fast_members(fh: Any) -> Iterator[tuple[str, bytes]]:
@@ -195,27 +215,35 @@ def _fast_members(fh: Any) -> Iterator[tuple[str, bytes]]:
         yield name, data
 
 
-def _tar_members(fs: Any, path: str) -> Iterator[tuple[str, bytes]]:
+def _tar_members(fs: Any, path: str, check: ShardCheck | None = None) -> Iterator[tuple[str, bytes]]:
     """The regular files of a tar, exactly as ``tarfile`` reads them (same members, same errors), by
-    the fast reader as long as the stream is plain ustar, then by ``tarfile`` from where it stopped."""
+    the fast reader as long as the stream is plain ustar, then by ``tarfile`` from where it stopped.
+    ``check``: the file's size is compared first, its bytes are hashed as they are read and compared
+    at the end (``ShardCorrupt``)."""
+    if check is not None:
+        check.check_size(fs, path)
     done = 0
-    with fs.open(path, "rb") as fh:
+    with fs.open(path, "rb") as raw:
+        fh = raw if check is None else check.wrap(raw)
         try:
             for member in _fast_members(fh):
                 yield member
                 done += 1
+            if check is not None:
+                check.finish()
             return
         except _NotPlain:
             pass
-    yield from _tarfile_members(fs, path, skip=done)
+    yield from _tarfile_members(fs, path, skip=done, check=check)
 
 
-def iter_tar_samples(url: str, fs: Any = None) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(url: str, fs: Any = None, check: ShardCheck | None = None) -> Iterator[dict[str, Any]]:
     """Group consecutive tar members by key (WebDataset rules: key = name up to the first dot of the
-    basename). Yields ``{"__key__": key, "__url__": url, ext: bytes, ...}``; raises on a bad tar."""
+    basename). Yields ``{"__key__": key, "__url__": url, ext: bytes, ...}``; raises on a bad tar, and
+    ``ShardCorrupt`` when ``check`` finds the shard is not its manifest entry."""
     fs, path = resolve(url, fs)
     current: dict[str, Any] | None = None
-    for name, data in _tar_members(fs, path):
+    for name, data in _tar_members(fs, path, check):
         dirname, _, base = name.rpartition("/")
         if "." not in base:
             continue
@@ -249,6 +277,7 @@ class _WorkerStream:
         self.logged = 0
         self.warned_tokens = False
         self.failed_in_a_row = 0
+        self.corrupt: set[int] = set()   # shards found corrupt (skip mode): not read again by this stream
         self.fs: Any = None   # made in the worker process that reads (s3fs clients are not fork-safe)
         self.validation = ValidationConfig()
         self.read_cfg = ReadConfig(strip_prefixes=[])
@@ -273,22 +302,41 @@ class _WorkerStream:
                 b += 1
 
     def _raw(self, shards: list[int]) -> Iterator[dict[str, Any]]:
+        skip = self.loader.on_corrupt_shard == "skip"
         for i in shards:
             url = self.loader.urls[i]
             got = 0
             if self.fs is None:
                 self.fs = storage.filesystem(url)[0]
             try:
-                for sample in iter_tar_samples(url, self.fs):
+                if i in self.corrupt:
+                    raise ShardCorrupt(url, "known_corrupt", "found corrupt earlier in this stream")
+                check = ShardCheck(url, self.loader.manifest.shards[i], buffered=skip)
+                for sample in iter_tar_samples(url, self.fs, check):
                     got += 1
                     yield sample
-            except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+            except ShardCorrupt as e:
+                self._corrupt(i, e)
+            except OSError as e:
+                self._corrupt(i, ShardCorrupt(url, "unreadable", f"{type(e).__name__}: {e}"))
+            except (tarfile.TarError, EOFError, ValueError) as e:   # its bytes are the manifest's, its tar is not
                 self.counters.shard_errors += 1
                 log.warning("worker %d: shard %s unreadable from here on, skipping its rest: %s", self.worker, url, e)
             self.failed_in_a_row = 0 if got else self.failed_in_a_row + 1
             if self.failed_in_a_row >= 3 * len(self.shards) and self.cfg.mode == "resample":
                 raise RuntimeError(f"worker {self.worker}: none of its {len(self.shards)} shards yields a sample "
                                    f"(e.g. {url}); the data is unreadable")
+
+    def _corrupt(self, i: int, e: ShardCorrupt) -> None:
+        if self.loader.on_corrupt_shard == "fail":
+            raise CorruptShardError(f"corrupt shard {e} (data.on_corrupt_shard=fail: rebuild the shards, or "
+                                    f"set data.on_corrupt_shard=skip to train without it)") from e
+        self.counters.corrupt_shards += 1
+        if i not in self.corrupt:
+            self.corrupt.add(i)
+            self.counters.corrupt_by_reason[e.reason] += 1
+            log.warning("worker %d: skipping corrupt shard %s (data.on_corrupt_shard=skip; counted in "
+                        "corrupt_shards)", self.worker, e)
 
     def _shuffled(self, block: int, shards: list[int]) -> Iterator[dict[str, Any]]:
         size = self.cfg.shuffle_buffer
@@ -402,6 +450,14 @@ class _WorkerStream:
                 yield raw, block, position - 1
 
     def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
+        """``_stream_batches``; a ``CorruptShardError`` becomes a last marker carrying its message, which the
+        loader raises in the main process (one clear line, not a worker's traceback)."""
+        try:
+            yield from self._stream_batches()
+        except CorruptShardError as e:
+            yield None, {**self._meta(*self.at), "error": str(e)}
+
+    def _stream_batches(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
         """Batches of the first ``batch_size`` good samples in stream order. Work is done in stages over the
         samples a batch still needs (parse them all, then decode them all): each stage's code and data stay
         in the CPU caches instead of being evicted by every image decode (~0.1 ms/sample on the dev box).
@@ -454,11 +510,12 @@ class FineHARDLoader:
 
     def __init__(self, source: str, tokenizer: Tokenizer, image_processor: Processor,
                  config: LoaderConfig | None = None, *, rank: int = 0, world_size: int = 1, epoch: int = 0,
-                 manifest: Manifest | None = None) -> None:
+                 manifest: Manifest | None = None, shard_check: ShardCheckConfig | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.source = source
         self.cfg = config or LoaderConfig()
+        self.on_corrupt_shard = (shard_check or ShardCheckConfig()).on_corrupt_shard
         self.tokenizer = self._text_encoder(tokenizer, self.cfg.fast_tokenizer)
         self.processor = image_processor
         self.pixel_batcher = self._pixel_batcher(image_processor)
@@ -552,12 +609,15 @@ class FineHARDLoader:
 
     @staticmethod
     def _sum(parts: list[dict[str, Any]]) -> dict[str, Any]:
-        total: dict[str, Any] = {"samples_ok": 0, "bad_samples": 0, "shard_errors": 0, "bad_by_reason": Counter()}
+        total: dict[str, Any] = {"samples_ok": 0, "bad_samples": 0, "shard_errors": 0, "corrupt_shards": 0,
+                                 "bad_by_reason": Counter(), "corrupt_by_reason": Counter()}
         for c in parts:
-            for k in ("samples_ok", "bad_samples", "shard_errors"):
-                total[k] += c[k]
-            total["bad_by_reason"].update(c["bad_by_reason"])
-        total["bad_by_reason"] = dict(total["bad_by_reason"])
+            for k in ("samples_ok", "bad_samples", "shard_errors", "corrupt_shards"):
+                total[k] += c.get(k, 0)
+            for k in ("bad_by_reason", "corrupt_by_reason"):
+                total[k].update(c.get(k, {}))
+        for k in ("bad_by_reason", "corrupt_by_reason"):
+            total[k] = dict(total[k])
         return total
 
     @property
@@ -608,6 +668,8 @@ class FineHARDLoader:
         self._counters_past = self.counters   # new worker streams count from zero
         self._counters = {}
         for batch, meta in self._batches():
+            if "error" in meta:
+                raise CorruptShardError(meta["error"])
             w = int(meta["worker"])
             self._positions[w] = (int(meta["position"][0]), int(meta["position"][1]))
             self._last_worker = w
@@ -759,9 +821,9 @@ class _Rows:
 
 
 def build_loader(source: str, checkpoint_dir: str, config: LoaderConfig | None = None, *, rank: int = 0,
-                 world_size: int = 1, epoch: int = 0) -> FineHARDLoader:
+                 world_size: int = 1, epoch: int = 0, shard_check: ShardCheckConfig | None = None) -> FineHARDLoader:
     """A loader whose tokenizer and image processor come from a checkpoint directory."""
     from fgclip_core.model.processing import ImageProcessor, load_tokenizer
 
     return FineHARDLoader(source, load_tokenizer(checkpoint_dir), ImageProcessor.from_pretrained(checkpoint_dir),
-                          config, rank=rank, world_size=world_size, epoch=epoch)
+                          config, rank=rank, world_size=world_size, epoch=epoch, shard_check=shard_check)

@@ -1,12 +1,15 @@
 """WebDataset shards: deterministic tar writing, the manifest, and reading both back.
 
-A shard ``shard-NNNNNN.tar`` holds ``{key}.jpg`` + ``{key}.json`` (the record) per sample, and
+A shard ``shard-NNNNNN-<sha256[:16]>.tar`` holds ``{key}.jpg`` + ``{key}.json`` (the record) per sample, and
 ``{key}.tok.npy`` (its texts' token ids, ``data.pretok``) when built with a tokenizer. Tar
 headers are fixed (mtime 0, uid/gid 0, no user names, mode 0444), so the same inputs give the same
-bytes. Every shard is written under a temporary name and moved in place when complete
-(``atomic.atomic_open``); ``manifest.json`` is written last and is the commit point: readers take
-only the shards it lists, with their sample count, byte size and sha256. The manifest carries
-``manifest_sha256``, the hash of its own canonical JSON without that field.
+bytes. Every shard is written under a temporary name and moved, when complete, to a name that
+carries the start of its own sha256 (``atomic.AtomicWriter``): a rebuild with other content writes
+other names and never overwrites a shard that the current manifest lists (identical content gets
+the identical name and bytes). ``manifest.json`` is written last and is the commit point, locally
+and on S3 alike: readers take only the shards it lists, with their sample count, byte size and
+sha256. The manifest carries ``manifest_sha256``, the hash of its own canonical JSON without that
+field. Manifests of earlier builds that name shards ``shard-NNNNNN.tar`` stay readable.
 """
 
 from __future__ import annotations
@@ -20,19 +23,26 @@ import tarfile
 from collections.abc import Callable
 from typing import IO, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fgclip_core import storage
-from fgclip_core.data.atomic import atomic_open, resolve
+from fgclip_core.data.atomic import TMP_PREFIX, AtomicWriter, atomic_open, resolve
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fgclip-webdataset"
 MANIFEST_VERSION = 1
-SHARD_PATTERN = re.compile(r"^shard-\d{6}\.tar$")
+QUARANTINE_NAME = "quarantine.jsonl"
+NAME_HASH_CHARS = 16
+# ``shard-NNNNNN-<16 hex>.tar``; the plain ``shard-NNNNNN.tar`` of earlier builds is still read (and cleaned up).
+SHARD_PATTERN = re.compile(rf"^shard-(\d{{6}})(?:-([0-9a-f]{{{NAME_HASH_CHARS}}}))?\.tar\Z")
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:06d}.tar"
+def shard_name(index: int, sha256: str | None = None) -> str:
+    """The final name of shard ``index`` with content hash ``sha256``; without it, the plain name
+    (also the stem of the temporary file the shard is written to)."""
+    if sha256 is None:
+        return f"shard-{index:06d}.tar"
+    return f"shard-{index:06d}-{sha256[:NAME_HASH_CHARS]}.tar"
 
 
 class ShardInfo(BaseModel):
@@ -40,6 +50,21 @@ class ShardInfo(BaseModel):
     count: int = Field(ge=0)
     bytes: int = Field(ge=0)
     sha256: str
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # a bare file name of our pattern: a manifest can never point a reader outside its folder
+        if not SHARD_PATTERN.match(v):
+            raise ValueError(f"shard name {v!r} is not shard-NNNNNN[-<hash>].tar")
+        return v
+
+    @model_validator(mode="after")
+    def _name_matches_hash(self) -> ShardInfo:
+        named = SHARD_PATTERN.match(self.name)
+        if named and named.group(2) and not self.sha256.startswith(named.group(2)):
+            raise ValueError(f"shard {self.name} is named for another sha256 than its entry's {self.sha256[:16]}")
+        return self
 
 
 class Manifest(BaseModel):
@@ -54,6 +79,13 @@ class Manifest(BaseModel):
     # Pre-tokenised shards (``data.pretok.manifest_entry``): member name, fingerprint, lengths; absent otherwise.
     tokens: dict[str, Any] | None = None
     manifest_sha256: str = ""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Manifest:
+        names = [s.name for s in self.shards]
+        if len(set(names)) != len(names):
+            raise ValueError("a shard is listed twice")
+        return self
 
     def dump(self) -> dict[str, Any]:
         """The JSON body; ``tokens`` only when set, so manifests without it keep their hash."""
@@ -113,27 +145,26 @@ class ShardWriter:
         self.on_shard = on_shard
         self.fs = fs
         self.shards: list[ShardInfo] = []
-        self._ctx: Any = None
+        self._file: AtomicWriter | None = None
         self._hasher: _HashingWriter | None = None
         self._tar: tarfile.TarFile | None = None
         self._count = 0
 
     def _open(self) -> None:
-        name = shard_name(len(self.shards))
-        self._ctx = atomic_open(storage.join(self.out_url, name), "wb", fs=self.fs)
-        fh = self._ctx.__enter__()
-        self._hasher = _HashingWriter(fh)
+        self._file = AtomicWriter(storage.join(self.out_url, shard_name(len(self.shards))), "wb", fs=self.fs)
+        self._hasher = _HashingWriter(self._file.fh)
         self._tar = tarfile.open(fileobj=self._hasher, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]  # noqa: SIM115
         self._count = 0
 
     def _finish(self) -> None:
-        assert self._tar is not None and self._hasher is not None
+        assert self._tar is not None and self._hasher is not None and self._file is not None
         self._tar.close()
-        self._ctx.__exit__(None, None, None)
-        info = ShardInfo(name=shard_name(len(self.shards)), count=self._count,
-                         bytes=self._hasher.size, sha256=self._hasher.sha.hexdigest())
+        sha = self._hasher.sha.hexdigest()
+        name = shard_name(len(self.shards), sha)
+        self._file.commit(storage.join(self.out_url, name))
+        info = ShardInfo(name=name, count=self._count, bytes=self._hasher.size, sha256=sha)
         self.shards.append(info)
-        self._tar = self._hasher = self._ctx = None
+        self._tar = self._hasher = self._file = None
         if self.on_shard:
             self.on_shard(info)
 
@@ -158,10 +189,10 @@ class ShardWriter:
 
     def abort(self, exc: BaseException) -> None:
         """Drop the shard in progress (its temporary file is removed)."""
-        if self._ctx is not None:
-            ctx, self._ctx, self._tar = self._ctx, None, None
+        if self._file is not None:
+            file, self._file, self._tar = self._file, None, None
             with contextlib.suppress(BaseException):
-                ctx.__exit__(type(exc), exc, exc.__traceback__)
+                file.discard()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -236,7 +267,8 @@ def verify_shards(url: str, manifest: Manifest | None = None, fs: Any = None) ->
 
 
 def remove_unlisted_shards(url: str, manifest: Manifest, fs: Any = None) -> list[str]:
-    """Delete ``shard-*.tar`` files of an earlier, larger run that the manifest does not list."""
+    """Delete the shard files (``shard-NNNNNN[-<hash>].tar``) that the manifest does not list: those
+    of the build it replaced, and any left by a build killed before its manifest."""
     fs, path = resolve(url, fs)
     listed = {s.name for s in manifest.shards}
     removed = []
@@ -246,6 +278,20 @@ def remove_unlisted_shards(url: str, manifest: Manifest, fs: Any = None) -> list
             fs.rm(p)
             removed.append(name)
     return removed
+
+
+def foreign_entries(url: str, fs: Any = None) -> tuple[bool, list[str]]:
+    """``(has_manifest, other)`` for folder ``url``: whether it holds a committed build, and the names
+    of entries no build of ours writes (anything but the manifest, the quarantine, shard files and
+    temporary files). A missing folder is empty."""
+    fs, path = resolve(url, fs)
+    try:
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return False, []
+    ours = {MANIFEST_NAME, QUARANTINE_NAME}
+    other = sorted(n for n in names if n not in ours and not n.startswith(TMP_PREFIX) and not SHARD_PATTERN.match(n))
+    return MANIFEST_NAME in names, other
 
 
 def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO[bytes]:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from fgclip_core.config import ConfigError, StrictModel, load_config, read_mapping
-from fgclip_core.data.config import LoaderConfig
+from fgclip_core.data.config import LoaderConfig, ShardCheckConfig
 from fgclip_core.losses import LossConfig
 
 RECIPES_DIR = Path(str(resources.files("fgclip_core.train") / "recipes"))
@@ -32,8 +32,9 @@ class ModelSection(StrictModel):
     text_bucket_overhead_tokens: int = Field(DEFAULT_BUCKET_OVERHEAD, ge=0)
 
 
-class DataSection(StrictModel):
-    """Where the shards are (``--data``) and the data layer's own loader config (its defaults)."""
+class DataSection(ShardCheckConfig):
+    """Where the shards are (``--data``), the data layer's own loader config (its defaults), and what to
+    do with a shard that does not match the manifest (``on_corrupt_shard``, from ``ShardCheckConfig``)."""
 
     url: str | None = None     # shard folder / fsspec URL, or ``synthetic://`` (tests, benchmarks)
     loader: LoaderConfig = Field(default_factory=LoaderConfig)

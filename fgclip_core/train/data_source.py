@@ -37,7 +37,8 @@ def open_batches(cfg: TrainConfig, dist: DistInfo, model_config: Any, assets_dir
                                 lc.max_boxes, lc.num_negatives, lc.long_length, lc.short_length)
     from fgclip_core.data.loader import build_loader
 
-    return EndlessLoader(build_loader(url, str(assets_dir), lc, rank=dist.rank, world_size=dist.world))
+    return EndlessLoader(build_loader(url, str(assets_dir), lc, rank=dist.rank, world_size=dist.world,
+                                      shard_check=cfg.data))
 
 
 class EndlessLoader:

@@ -8,7 +8,7 @@ import pytest
 from dagster import build_asset_check_context
 
 from assets.evaluation import metrics_markdown
-from fgclip_core.data.shards import ShardWriter, write_manifest
+from fgclip_core.data.shards import ShardWriter, read_manifest, write_manifest
 from orchestration.checks import (
     MetricsGateConfig,
     QuarantineGateConfig,
@@ -56,7 +56,7 @@ def test_manifest_gate(ws):
     _shards(ws.url("shards"))
     r = check()
     assert r.passed and r.metadata["shards"].value == 2 and r.metadata["samples"].value == 3
-    shard = ws.local_path("shards", "shard-000000.tar")
+    shard = ws.local_path("shards", read_manifest(ws.url("shards")).shards[0].name)
     shard.write_bytes(shard.read_bytes() + b"x")
     r = check()
     assert not r.passed and r.metadata["problem_count"].value == 1

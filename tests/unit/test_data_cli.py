@@ -7,6 +7,7 @@ import json
 from click.testing import CliRunner
 
 from fgclip_core.cli import cli
+from fgclip_core.data.shards import read_manifest
 from tests.fixtures.data import make_record, write_images, write_jsonl
 
 
@@ -71,10 +72,11 @@ def test_verify_cli(tmp_path):
                              "--out", str(out), "--samples-per-shard", "2"])
     ok = CliRunner().invoke(cli, ["data", "verify", "--shards", str(out)])
     assert ok.exit_code == 0 and "all match" in ok.output, ok.output
-    p = out / "shard-000001.tar"
+    name = read_manifest(str(out)).shards[1].name
+    p = out / name
     p.write_bytes(p.read_bytes()[:-1024])
     bad = CliRunner().invoke(cli, ["data", "verify", "--shards", str(out)])
-    assert bad.exit_code != 0 and "shard-000001.tar" in bad.output
+    assert bad.exit_code != 0 and name in bad.output
 
 
 def test_official_json_with_custom_prefix(tmp_path):

@@ -4,6 +4,7 @@ tests/integration/test_data_loader_workers.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -191,11 +192,14 @@ def test_bad_samples_are_counted_and_skipped(tmp_path):
                ("nojson.jpg", image_bytes()),
                ("badjson.jpg", image_bytes()), ("badjson.json", b"{"),
                ("ok2.jpg", image_bytes(seed=2)), ("ok2.json", json.dumps(make_record("ok2", "ok2.jpg")).encode())]
-    data = tar_bytes(members)
+    data, junk = tar_bytes(members), b"this is not a tar file at all" * 30
     (tmp_path / "shard-000000.tar").write_bytes(data)
-    (tmp_path / "shard-000001.tar").write_bytes(b"this is not a tar file at all" * 30)
-    write_manifest(str(tmp_path), [ShardInfo(name="shard-000000.tar", count=5, bytes=len(data), sha256="x"),
-                                   ShardInfo(name="shard-000001.tar", count=1, bytes=870, sha256="y")], 5)
+    (tmp_path / "shard-000001.tar").write_bytes(junk)
+    # the manifest's hashes match: these shards are what was written, bad samples and all
+    write_manifest(str(tmp_path), [ShardInfo(name="shard-000000.tar", count=5, bytes=len(data),
+                                             sha256=hashlib.sha256(data).hexdigest()),
+                                   ShardInfo(name="shard-000001.tar", count=1, bytes=len(junk),
+                                             sha256=hashlib.sha256(junk).hexdigest())], 5)
     loader = FineHARDLoader(str(tmp_path), TOK, PROC, _cfg(mode="shuffle", shuffle_buffer=1, drop_last=False))
     batches = list(loader)
     assert sorted(k for b in batches for k in b.keys) == ["ok", "ok2"]
@@ -223,7 +227,8 @@ def test_resume_rereads_at_most_one_block(shards, monkeypatch):
     take(first, 12)
     opened = []
     real = loader_mod.iter_tar_samples
-    monkeypatch.setattr(loader_mod, "iter_tar_samples", lambda u, fs=None: (opened.append(u), real(u, fs))[1])
+    monkeypatch.setattr(loader_mod, "iter_tar_samples",
+                        lambda u, fs=None, check=None: (opened.append(u), real(u, fs, check))[1])
     resumed = FineHARDLoader(url, TOK, PROC, cfg)
     resumed.load_state_dict(first.state_dict())
     nxt = take(resumed, 1)

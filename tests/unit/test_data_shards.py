@@ -37,14 +37,16 @@ def test_build_layout_and_manifest(small_set, tmp_path):
     out = tmp_path / "shards"
     res = build_shards(str(ann), str(img), str(out), _cfg(3))
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["manifest.json", "quarantine.jsonl", "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
     m = read_manifest(str(out))
+    # content-addressed names: index, then the start of the shard's own sha256
+    assert names == ["manifest.json", "quarantine.jsonl"] + [f"shard-{i:06d}-{s.sha256[:16]}.tar"
+                                                             for i, s in enumerate(m.shards)]
     assert [s.count for s in m.shards] == [3, 3, 2] and m.total_samples == 8 and m.num_shards == 3
     for s in m.shards:
         data = (out / s.name).read_bytes()
         assert s.bytes == len(data) and s.sha256 == hashlib.sha256(data).hexdigest()
     assert m.summary["quarantined_by_reason"] == {"image_missing": 1} and res.summary.total == 9
-    with tarfile.open(out / "shard-000000.tar") as t:
+    with tarfile.open(out / m.shards[0].name) as t:
         members = t.getmembers()
         assert [x.name for x in members] == ["img000.jpg", "img000.json", "img001.jpg", "img001.json",
                                              "img002.jpg", "img002.json"]
@@ -59,10 +61,10 @@ def test_rerun_is_idempotent_and_drops_stale_shards(small_set, tmp_path):
     out = tmp_path / "shards"
     build_shards(str(ann), str(img), str(out), _cfg(2))
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    build_shards(str(ann), str(img), str(out), _cfg(2))
+    build_shards(str(ann), str(img), str(out), _cfg(2), overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
-    build_shards(str(ann), str(img), str(out), _cfg(8))  # fewer shards now: stale ones removed
-    assert sorted(p.name for p in out.glob("shard-*.tar")) == ["shard-000000.tar"]
+    build_shards(str(ann), str(img), str(out), _cfg(8), overwrite=True)  # other shards now: the old ones removed
+    assert sorted(p.name for p in out.glob("shard-*.tar")) == [read_manifest(str(out)).shards[0].name]
 
 
 def test_plain_webdataset_reads_the_shards(small_set, tmp_path):
@@ -95,10 +97,11 @@ def test_shard_bytes_changed_are_reported(small_set, tmp_path):
     ann, img = small_set
     out = tmp_path / "shards"
     build_shards(str(ann), str(img), str(out), _cfg(3))
-    p = out / "shard-000001.tar"
+    name = read_manifest(str(out)).shards[1].name
+    p = out / name
     p.write_bytes(p.read_bytes()[:-512])
     problems = verify_shards(str(out))
-    assert len(problems) == 1 and "shard-000001.tar" in problems[0]
+    assert len(problems) == 1 and name in problems[0]
 
 
 def test_nothing_usable_raises_with_reasons(tmp_path):
