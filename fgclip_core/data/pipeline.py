@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,18 @@ def ensure_writable(url: str, fs: Any = None) -> None:
 
 
 def _quarantine_line(q: QuarantineEntry) -> str:
-    return json.dumps(q.to_dict(), sort_keys=True, ensure_ascii=False, default=repr) + "\n"
+    """One JSON line whatever the raw record holds: a lone surrogate is written escaped (ASCII), a
+    value that cannot be encoded at all (nesting too deep) as the start of its ``repr``."""
+    d = q.to_dict()
+    try:
+        line = json.dumps(d, sort_keys=True, ensure_ascii=False, default=repr)
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(d, sort_keys=True, ensure_ascii=True, default=repr)
+    except (ValueError, RecursionError):
+        d["raw"] = reprlib.repr(d["raw"])
+        line = json.dumps(d, sort_keys=True, ensure_ascii=True, default=repr)
+    return line + "\n"
 
 
 def validate_annotations(annotations: str, images_root: str | None, out_dir: str,
@@ -80,7 +92,7 @@ def validate_annotations(annotations: str, images_root: str | None, out_dir: str
     summary = ValidationSummary()
     with atomic_open(storage.join(out_dir, KEPT_NAME), "w", fs=fs) as kept_fh, \
             atomic_open(storage.join(out_dir, QUARANTINE_NAME), "w", fs=fs) as q_fh:
-        for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
+        for outcome in iter_outcomes(iter_raw(annotations, cfg.read), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 kept_fh.write(dumps_record(outcome.record) + "\n")
@@ -129,7 +141,7 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
     summary = ValidationSummary()
     with atomic_open(storage.join(out_url, QUARANTINE_NAME), "w", fs=fs) as q_fh, \
             ShardWriter(out_url, cfg.shards.samples_per_shard, on_shard=on_shard, fs=fs) as writer:
-        for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
+        for outcome in iter_outcomes(iter_raw(annotations, cfg.read), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 assert outcome.image_bytes is not None   # check_images is on (checked above)

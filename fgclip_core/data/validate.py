@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fgclip_core import storage
 from fgclip_core.data.config import ReadConfig, ValidationConfig
 from fgclip_core.data.errors import Reason, RecordError
 from fgclip_core.data.images import decode_image, encode_jpeg
-from fgclip_core.data.io import RawItem, record_from_raw
+from fgclip_core.data.io import RawItem, dumps_record, record_from_raw
+from fgclip_core.data.paths import ImageRoot
 from fgclip_core.data.records import FineHARDRecord, Region
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class QuarantineEntry:
 class Kept:
     record: FineHARDRecord
     image_bytes: bytes | None = None   # JPEG bytes for the shard (None when not asked for)
+    item: RawItem | None = None        # where the record came from (a later duplicate_id names it)
 
 
 @dataclass
@@ -138,27 +139,11 @@ class Validator:
         self.cfg = validation or ValidationConfig()
         self.want_image_bytes = want_image_bytes
         self.jpeg_quality = jpeg_quality
-        self._seen: set[str] = set()
-        self._fs: Any = None   # created on first use, in the process that uses it (s3fs is not fork-safe)
+        self.root = ImageRoot(images_root, self.cfg.max_image_bytes)   # the one way an image is read
+        self._seen: set[str] = set()   # ids of kept records only
 
     def image_url(self, f_path: str) -> str:
-        return storage.join(self.images_root, f_path) if self.images_root else f_path
-
-    def _read_image(self, f_path: str) -> bytes:
-        url = self.image_url(f_path)
-        if self.images_root:
-            if self._fs is None:
-                self._fs = storage.filesystem(self.images_root)[0]
-            fs, path = self._fs, self._fs._strip_protocol(url)
-        else:
-            fs, path = storage.filesystem(url)
-        try:
-            with fs.open(path, "rb") as fh:
-                return fh.read()
-        except FileNotFoundError as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{url} does not exist") from e
-        except (OSError, PermissionError) as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{url} cannot be read: {e}") from e
+        return self.root.url(f_path)
 
     def _quarantine(self, item: RawItem, rid: str | None, e: Exception) -> QuarantineEntry:
         if isinstance(e, RecordError):
@@ -175,31 +160,54 @@ class Validator:
                 raise RecordError(Reason.RECORD_MALFORMED, item.parse_error)
             record = record_from_raw(item.raw, self.read)
             rid = record.id
-            if rid in self._seen:
-                raise RecordError(Reason.DUPLICATE_ID, f"id {rid!r} already seen earlier in the input")
-            self._seen.add(rid)
+            if rid in self._seen:   # early exit; ``claim`` decides, when the outcome is final
+                raise RecordError(Reason.DUPLICATE_ID, f"id {rid!r} already kept earlier in the input")
             check_record(record, self.cfg)
+            _check_writable(record)
             return record
         except Exception as e:
             return self._quarantine(item, rid, e)
 
     def check_image(self, item: RawItem, record: FineHARDRecord) -> Kept | QuarantineEntry:
         if not self.cfg.check_images:
-            return Kept(record)
+            return Kept(record, item=item)
         try:
-            data = self._read_image(record.f_path)
+            data = self.root.read(record.f_path)
             decoded = decode_image(data, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
             record.width, record.height = decoded.image.size
             image_bytes = None
             if self.want_image_bytes:
                 image_bytes = encode_jpeg(decoded.image, self.jpeg_quality) if decoded.reencode else data
-            return Kept(record, image_bytes)
+            return Kept(record, image_bytes, item)
         except Exception as e:
             return self._quarantine(item, record.id, e)
 
+    def claim(self, outcome: Kept | QuarantineEntry) -> Kept | QuarantineEntry:
+        """Only a kept record claims its id: a later record with a kept id is ``duplicate_id``; one
+        whose earlier namesake was quarantined is judged on its own. Call once per final outcome,
+        in input order."""
+        if not isinstance(outcome, Kept):
+            return outcome
+        rid = outcome.record.id
+        if rid in self._seen:
+            item = outcome.item or RawItem(raw=outcome.record.to_dict(), source="", index=-1)
+            return QuarantineEntry(rid, item.source, item.index, item.line, Reason.DUPLICATE_ID.value,
+                                   f"id {rid!r} already kept earlier in the input", item.raw)
+        self._seen.add(rid)
+        return outcome
+
     def check(self, item: RawItem) -> Kept | QuarantineEntry:
         fields = self.check_fields(item)
-        return fields if isinstance(fields, QuarantineEntry) else self.check_image(item, fields)
+        return self.claim(fields if isinstance(fields, QuarantineEntry) else self.check_image(item, fields))
+
+
+def _check_writable(record: FineHARDRecord) -> None:
+    """The record must survive being written (kept.jsonl, shards): no NaN, no lone surrogate, no
+    nesting too deep to encode (``provenance`` is free-form)."""
+    try:
+        dumps_record(record).encode("utf-8")
+    except (ValueError, RecursionError) as e:   # UnicodeEncodeError is a ValueError
+        raise RecordError(Reason.RECORD_MALFORMED, f"record cannot be written as UTF-8 JSON: {e}") from e
 
 
 _POOL_VALIDATOR: Validator | None = None
@@ -208,7 +216,6 @@ _POOL_VALIDATOR: Validator | None = None
 def _pool_init(validator: Validator) -> None:
     global _POOL_VALIDATOR
     _POOL_VALIDATOR = validator
-    validator._fs = None   # never share a filesystem client across processes
 
 
 def _pool_image(job: tuple[RawItem, FineHARDRecord | QuarantineEntry]) -> Kept | QuarantineEntry:
@@ -229,4 +236,5 @@ def iter_outcomes(items: Iterable[RawItem], validator: Validator, workers: int =
     jobs = ((item, validator.check_fields(item)) for item in items)
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_pool_init, initargs=(validator,)) as pool:
-        yield from pool.imap(_pool_image, jobs, chunksize=4)
+        for outcome in pool.imap(_pool_image, jobs, chunksize=4):
+            yield validator.claim(outcome)
