@@ -146,6 +146,8 @@ class Validator:
         return self.root.url(f_path)
 
     def _quarantine(self, item: RawItem, rid: str | None, e: Exception) -> QuarantineEntry:
+        if rid is None and isinstance(item.raw, dict) and isinstance(item.raw.get("id"), str):
+            rid = item.raw["id"][:200]   # the id as given, so that the entry can be found by it
         if isinstance(e, RecordError):
             return QuarantineEntry(rid, item.source, item.index, item.line, e.reason.value, e.detail, item.raw)
         # a bug must not stop a long run: quarantine, and say it is unexpected
