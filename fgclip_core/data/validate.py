@@ -208,8 +208,13 @@ def _check_writable(record: FineHARDRecord) -> None:
     nesting too deep to encode (``provenance`` is free-form)."""
     try:
         dumps_record(record).encode("utf-8")
-    except (ValueError, RecursionError) as e:   # UnicodeEncodeError is a ValueError
-        raise RecordError(Reason.RECORD_MALFORMED, f"record cannot be written as UTF-8 JSON: {e}") from e
+    except UnicodeEncodeError as e:
+        raise RecordError(Reason.RECORD_MALFORMED, f"holds text that is not writable as UTF-8 "
+                                                   f"(a lone surrogate such as \\ud800): {e.reason}") from e
+    except RecursionError as e:
+        raise RecordError(Reason.RECORD_MALFORMED, "nested too deep to be written") from e
+    except ValueError as e:   # allow_nan=False
+        raise RecordError(Reason.RECORD_MALFORMED, f"holds NaN or Infinity, which JSON cannot carry: {e}") from e
 
 
 _POOL_VALIDATOR: Validator | None = None
