@@ -96,66 +96,77 @@ class ImageRoot:
         return real
 
     def _read_local(self, f_path: str, limit: int) -> bytes:
-        where = self.url(f_path)
-        real = self.resolve_local(f_path)
-        try:
-            st = os.stat(real)
-        except FileNotFoundError as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{where} does not exist") from e
-        except OSError as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be read: {e}") from e
-        self._check_stat(where, st, limit)
-        try:
-            fd = os.open(real, _OPEN_FLAGS)
-        except OSError as e:   # vanished, permissions, or became a symlink since the check (O_NOFOLLOW)
-            raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be opened: {e}") from e
-        with os.fdopen(fd, "rb") as fh:
-            self._check_stat(where, os.fstat(fd), limit)
-            try:
-                data = fh.read(limit + 1)
-            except OSError as e:
-                raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be read: {e}") from e
-        if len(data) > limit:
-            raise _too_large(where, f"more than {limit}", limit)
-        return data
-
-    @staticmethod
-    def _check_stat(where: str, st: os.stat_result, limit: int) -> None:
-        if not stat.S_ISREG(st.st_mode):
-            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a named pipe" if stat.S_ISFIFO(st.st_mode)
-                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-            raise RecordError(Reason.IMAGE_NOT_REGULAR_FILE, f"{where} is {kind}, not a regular file")
-        if st.st_size > limit:
-            raise _too_large(where, st.st_size, limit)
+        return read_local_file(self.resolve_local(f_path), limit, self.url(f_path))
 
     # -- object stores ---------------------------------------------------------------------------
     def _read_remote(self, f_path: str, limit: int) -> bytes:
-        where = self.url(f_path)
-        path = f"{self._base}/{f_path.lstrip('/')}"
+        path = f"{self._base}/{f_path}"
         if not path.startswith(self._base + "/"):   # cannot happen after check_relative_path; kept as the invariant
-            raise RecordError(Reason.IMAGE_OUTSIDE_ROOT, f"{where} is outside the image root {self.root}")
+            raise RecordError(Reason.IMAGE_OUTSIDE_ROOT, f"{self.url(f_path)} is outside the image root {self.root}")
         if self._fs is None:
             self._fs = storage.filesystem(self.root)[0]   # type: ignore[arg-type]
-        fs = self._fs
+        return read_object(self._fs, path, limit, self.url(f_path))
+
+
+def _check_stat(where: str, st: os.stat_result, limit: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a named pipe" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise RecordError(Reason.IMAGE_NOT_REGULAR_FILE, f"{where} is {kind}, not a regular file")
+    if st.st_size > limit:
+        raise _too_large(where, st.st_size, limit)
+
+
+def read_local_file(path: str, limit: int, where: str | None = None) -> bytes:
+    """At most ``limit`` bytes of a local regular file (no containment check: ``ImageRoot`` does that).
+    A FIFO or device is refused from ``stat``, before it is opened; the open descriptor is checked
+    again, and the read is bounded whatever the size claimed."""
+    where = where or path
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise RecordError(Reason.IMAGE_MISSING, f"{where} does not exist") from e
+    except OSError as e:
+        raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be read: {e}") from e
+    _check_stat(where, st, limit)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:   # vanished, permissions, or became a symlink since the check (O_NOFOLLOW)
+        raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be opened: {e}") from e
+    with os.fdopen(fd, "rb") as fh:
+        _check_stat(where, os.fstat(fd), limit)
         try:
-            info = fs.info(path)
-        except FileNotFoundError as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{where} does not exist") from e
+            data = fh.read(limit + 1)
         except OSError as e:
             raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be read: {e}") from e
-        if info.get("type") != "file":
-            raise RecordError(Reason.IMAGE_NOT_REGULAR_FILE, f"{where} is a {info.get('type')}, not an object")
-        size = info.get("size")
-        if not isinstance(size, int) or size > limit:
-            raise _too_large(where, size if isinstance(size, int) else "an unknown number of", limit)
-        try:
-            with fs.open(path, "rb") as fh:
-                data = fh.read(limit + 1)
-        except FileNotFoundError as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{where} does not exist") from e
-        except OSError as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be read: {e}") from e
-        if len(data) > limit:
-            raise _too_large(where, f"more than {limit}", limit)
-        return data
+    if len(data) > limit:
+        raise _too_large(where, f"more than {limit}", limit)
+    return data
+
+
+def read_object(fs: Any, path: str, limit: int, where: str | None = None) -> bytes:
+    """At most ``limit`` bytes of one object of an fsspec filesystem, its size checked from
+    ``info()`` before any byte is read."""
+    where = where or path
+    try:
+        info = fs.info(path)
+    except FileNotFoundError as e:
+        raise RecordError(Reason.IMAGE_MISSING, f"{where} does not exist") from e
+    except OSError as e:
+        raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be read: {e}") from e
+    if info.get("type") != "file":
+        raise RecordError(Reason.IMAGE_NOT_REGULAR_FILE, f"{where} is a {info.get('type')}, not a file")
+    size = info.get("size")
+    if not isinstance(size, int) or size > limit:
+        raise _too_large(where, size if isinstance(size, int) else "an unknown number of", limit)
+    try:
+        with fs.open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError as e:
+        raise RecordError(Reason.IMAGE_MISSING, f"{where} does not exist") from e
+    except OSError as e:
+        raise RecordError(Reason.IMAGE_MISSING, f"{where} cannot be read: {e}") from e
+    if len(data) > limit:
+        raise _too_large(where, f"more than {limit}", limit)
+    return data

@@ -191,3 +191,16 @@ def test_sidecar_caption_that_links_outside_is_refused(tmp_path):
     out = SidecarCaptioner(CaptionConfig(), str(root)).caption(loaded)
     assert out[0].error and "image_outside_root" in out[0].error and not out[0].caption
     assert out[1].caption == "A gradient with some noise on it."
+
+
+def test_eval_images_are_read_bounded_and_only_from_regular_files(tmp_path, caplog):
+    from fgclip_core.eval import io as eval_io
+
+    _, root, _ = _hostile_tree(tmp_path)
+    assert eval_io.read_image_bytes(str(root / "img000.jpg")) == (root / "img000.jpg").read_bytes()
+    assert eval_io.read_image_bytes(str(root / "inside_link.jpg"))          # an ordinary symlink still reads
+    assert eval_io.read_image_bytes(str(root / "gone.jpg")) is None
+    for name in ["zero.jpg", "fifo.jpg", "sparse.jpg", "folder.jpg"]:
+        assert eval_io.read_image_bytes(str(root / name)) is None
+    refused = [r.getMessage() for r in caplog.records if "image refused" in r.getMessage()]
+    assert len(refused) == 4 and any("image_too_large" in m for m in refused)
