@@ -73,6 +73,11 @@ def iter_raw(path: str, cfg: ReadConfig | None = None) -> Iterator[RawItem]:
 
 def _iter_file(path: str, cfg: ReadConfig) -> Iterator[RawItem]:
     fs, p = storage.filesystem(path)
+    kind = fs.info(p).get("type")
+    if kind != "file":   # a FIFO named x.jsonl would block the read forever: one entry, and the next file
+        yield RawItem(raw=path, source=path, index=0, line=None,
+                      parse_error=f"annotation file is {kind or 'not a regular file'}, not a regular file")
+        return
     with fs.open(p, "rb") as fh:
         data = fh.read()
     if data.startswith(b"\xef\xbb\xbf"):

@@ -183,3 +183,16 @@ def test_paths_that_share_a_basename_or_a_squeezed_name_get_distinct_keys(tmp_pa
     # the key depends on the path alone, so it is the same in every run and subset
     assert record_from_raw(recs[1]).id == key_from_path("b/x.png")
     assert len(key_from_path("d/" * 500 + "x.jpg")) <= 200 and KEY_PATTERN.match(key_from_path("é/ü.jpg"))
+
+
+def test_a_fifo_among_the_annotation_files_is_one_entry_not_a_hang(tmp_path):
+    import os
+
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [make_record("a", "a.jpg")])
+    os.mkfifo(folder / "b.jsonl")
+    write_jsonl(folder / "c.jsonl", [make_record("c", "c.jpg")])
+    items = list(iter_raw(str(folder)))
+    assert [i.parse_error is None for i in items] == [True, False, True]
+    assert "not a regular file" in items[1].parse_error and items[1].source.endswith("b.jsonl")
