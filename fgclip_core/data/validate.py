@@ -9,6 +9,7 @@ bad input; ``ValidationSummary`` keeps ``total == kept + quarantined``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -20,7 +21,7 @@ from typing import Any
 from fgclip_core.data.config import ReadConfig, ValidationConfig
 from fgclip_core.data.errors import Reason, RecordError
 from fgclip_core.data.images import decode_image, encode_jpeg
-from fgclip_core.data.io import RawItem, dumps_record, record_from_raw
+from fgclip_core.data.io import RawItem, record_from_raw
 from fgclip_core.data.paths import ImageRoot
 from fgclip_core.data.records import FineHARDRecord, Region
 
@@ -204,17 +205,25 @@ class Validator:
 
 
 def _check_writable(record: FineHARDRecord) -> None:
-    """The record must survive being written (kept.jsonl, shards): no NaN, no lone surrogate, no
-    nesting too deep to encode (``provenance`` is free-form)."""
+    """The record must survive being written (kept.jsonl, shards): no lone surrogate in any text, no
+    NaN/Infinity, no free-form ``provenance`` that cannot be encoded. Checked field by field (an
+    ``asdict`` + ``dumps`` of the whole record would cost more than all the other checks together)."""
+    texts = [record.id, record.f_path, record.caption, record.short_caption]
+    for r in record.bbox_info:
+        texts += (r.short_expr, r.long_expr, *r.short_expr_negs)
+        if r.score is not None and not math.isfinite(r.score):
+            raise RecordError(Reason.RECORD_MALFORMED, f"a region score is {r.score}, which JSON cannot carry")
     try:
-        dumps_record(record).encode("utf-8")
+        "\n".join(texts).encode("utf-8")
+        json.dumps([record.provenance, [r.provenance for r in record.bbox_info]],
+                   ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError as e:
         raise RecordError(Reason.RECORD_MALFORMED, f"holds text that is not writable as UTF-8 "
                                                    f"(a lone surrogate such as \\ud800): {e.reason}") from e
     except RecursionError as e:
-        raise RecordError(Reason.RECORD_MALFORMED, "nested too deep to be written") from e
-    except ValueError as e:   # allow_nan=False
-        raise RecordError(Reason.RECORD_MALFORMED, f"holds NaN or Infinity, which JSON cannot carry: {e}") from e
+        raise RecordError(Reason.RECORD_MALFORMED, "provenance is nested too deep to be written") from e
+    except (ValueError, TypeError) as e:   # allow_nan=False; a value JSON has no form for
+        raise RecordError(Reason.RECORD_MALFORMED, f"provenance holds NaN or Infinity, which JSON cannot carry: {e}") from e
 
 
 _POOL_VALIDATOR: Validator | None = None

@@ -34,7 +34,10 @@ def _bad_lines() -> dict[str, str]:
     deep_prov["provenance"] = {"caption": {"trace": inner}}
     surrogate = json.dumps(make_record("surrogate", "img002.jpg")).replace('"a long caption', '"\\ud800 a long caption')
     nan = json.dumps(make_record("nan", "img003.jpg"))[:-1] + ', "provenance": {"caption": {"score": NaN}}}'
-    return {"bigint": big_int, "deep_array": deep_array, "deep_provenance": json.dumps(deep_prov),
+    inf = make_record("infscore", "img004.jpg")
+    inf["bbox_info"][0]["score"] = 12345.5
+    inf_score = json.dumps(inf).replace("12345.5", "1e999")   # parses as float("inf")
+    return {"inf_score": inf_score, "bigint": big_int, "deep_array": deep_array, "deep_provenance": json.dumps(deep_prov),
             "surrogate": surrogate, "nan_in_provenance": nan, "not_json": '{"id": "broken", "f_path": '}
 
 
@@ -72,7 +75,7 @@ def test_each_json_bomb_is_one_malformed_record_and_the_good_ones_stay(hostile_j
     detail = {bad_at[e["line"]]: e["detail"] for e in q}
     assert "integer string conversion" in detail["bigint"]
     assert "nested too deep" in detail["deep_array"] and "max_json_depth" in detail["deep_provenance"]
-    assert "surrogate" in detail["surrogate"] and "NaN" in detail["nan_in_provenance"]
+    assert "surrogate" in detail["surrogate"] and "NaN" in detail["nan_in_provenance"] and "inf" in detail["inf_score"]
     (out / "kept.jsonl").read_text(encoding="utf-8")   # everything written is valid UTF-8
 
 
