@@ -1,10 +1,13 @@
 """Record and image checks: every input record ends either kept or quarantined with a reason.
 
 ``Validator.check(item)`` normalises a ``RawItem`` (``io.record_from_raw``), checks what the
-record means (boxes, texts, negatives, unique ids) and decodes its image (``images.decode_image``).
-It returns ``Kept`` (the record, with its image size filled in, plus the bytes to store) or a
-``QuarantineEntry`` (id, source file and line, reason, detail, raw record). It does not raise on
-bad input; ``ValidationSummary`` keeps ``total == kept + quarantined``.
+record means (boxes, texts, negatives, that it can be written), reads its image through
+``paths.ImageRoot`` (inside the root, a regular file, bounded size) and decodes it
+(``images.decode_image``). It returns ``Kept`` (the record, with its image size filled in, plus the
+bytes to store) or a ``QuarantineEntry`` (id, source file and line, reason, detail, raw record).
+Only a kept record claims its id (``Validator.claim``): a quarantined one never makes a later valid
+namesake a ``duplicate_id``. It does not raise on bad input; ``ValidationSummary`` keeps
+``total == kept + quarantined``.
 """
 
 from __future__ import annotations
