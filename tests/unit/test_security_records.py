@@ -199,3 +199,14 @@ def test_a_fifo_among_the_annotation_files_is_one_entry_not_a_hang(tmp_path):
     items = list(iter_raw(str(folder)))
     assert [i.parse_error is None for i in items] == [True, False, True]
     assert "not a regular file" in items[1].parse_error and items[1].source.endswith("b.jsonl")
+
+
+@pytest.mark.parametrize("line", ["[" * 100_000 + "]" * 100_000, '{"file_name": "a.jpg", "n": ' + "9" * 5001 + "}"])
+def test_annotate_metadata_bombs_are_one_clear_error(tmp_path, line):
+    from fgclip_core.annotate.metadata_file import iter_metadata_rows
+
+    path = tmp_path / "meta.jsonl"
+    path.write_text('{"file_name": "ok.jpg", "caption": "c"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=r"meta\.jsonl:2: not a JSON object") as e:
+        list(iter_metadata_rows(str(path)))
+    assert not isinstance(e.value, RecursionError)
