@@ -27,7 +27,11 @@ from fgclip_core.annotate.backends.openai_compat import (
 from fgclip_core.annotate.config import CaptionConfig, EndpointConfig
 from fgclip_core.annotate.images import LoadedImage
 from fgclip_core.annotate.metadata_file import iter_metadata_rows
+from fgclip_core.data.errors import Reason, RecordError
+from fgclip_core.data.paths import ImageRoot
 from fgclip_core.storage import filesystem, join
+
+SIDECAR_MAX_BYTES = 1 << 20   # a caption file larger than 1 MiB is not a caption
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
 _WS = re.compile(r"\s+")
@@ -75,6 +79,7 @@ class SidecarCaptioner:
     def __init__(self, cfg: CaptionConfig, images_root: str):
         self.cfg, self.root = cfg, images_root
         self.fs, self.base = filesystem(images_root)  # one instance for every lookup (S3 ones are costly)
+        self.files = ImageRoot(images_root, SIDECAR_MAX_BYTES)
         self.meta_url = cfg.metadata_file
         if self.meta_url is None and self.fs.exists(f"{self.base.rstrip('/')}/metadata.jsonl"):
             self.meta_url = join(images_root, "metadata.jsonl")
@@ -96,10 +101,16 @@ class SidecarCaptioner:
             if not isinstance(caption, str) or not caption.strip():
                 return CaptionResult(error=f"metadata entry for {img.ref.f_path} has no caption")
             return finish(caption, self.cfg, self._prov(f"metadata:{self.meta_url}"), alt)
-        txt = img.ref.path.rsplit(".", 1)[0] + ".txt"
-        if self.fs.exists(txt):
-            with self.fs.open(txt, "rt") as f:
-                return finish(f.read(), self.cfg, self._prov("sidecar-txt"))
+        txt = img.ref.f_path.rsplit(".", 1)[0] + ".txt"
+        try:   # read like an image: inside the root, a regular file, bounded (``data.paths``)
+            text = self.files.read(txt, SIDECAR_MAX_BYTES).decode("utf-8")
+        except RecordError as e:
+            if e.reason != Reason.IMAGE_MISSING:
+                return CaptionResult(error=f"sidecar {txt} refused: {e}")
+        except UnicodeDecodeError as e:
+            return CaptionResult(error=f"sidecar {txt} is not UTF-8: {e.reason} at byte {e.start}")
+        else:
+            return finish(text, self.cfg, self._prov("sidecar-txt"))
         where = f" and no entry in {self.meta_url}" if self.meta_url else ""
         return CaptionResult(error=f"no caption: no sidecar {img.ref.f_path.rsplit('.', 1)[0]}.txt{where}")
 

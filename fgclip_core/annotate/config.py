@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from fgclip_core.config import StrictModel, load_config
+from fgclip_core.data.config import MAX_IMAGE_BYTES
 
 CAPTION_PROMPT = (
     "Describe this image in detail in one paragraph of 3 to 6 sentences. Name the main objects and "
@@ -138,6 +139,7 @@ class PipelineConfig(StrictModel):
     extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"])
     max_image_pixels: int = Field(89_478_485, ge=1)  # as the data layer's validation.max_pixels
     min_image_side: int = Field(8, ge=1)  # as the data layer's validation.min_side
+    max_image_bytes: int = Field(MAX_IMAGE_BYTES, ge=1)  # as the data layer's validation.max_image_bytes
 
 
 class AnnotateConfig(StrictModel):

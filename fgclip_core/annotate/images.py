@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import fsspec
 from PIL import Image, ImageOps
 
+from fgclip_core.data.config import MAX_IMAGE_BYTES
+from fgclip_core.data.errors import RecordError
+from fgclip_core.data.paths import ImageRoot
 from fgclip_core.storage import filesystem, join
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -58,15 +62,26 @@ def list_images(root: str, extensions: Sequence[str]) -> list[ImageRef]:
     return refs
 
 
-def load_image(ref: ImageRef, max_side: int, max_pixels: int, fs: fsspec.AbstractFileSystem | None = None,
-               min_side: int = 1) -> LoadedImage:
-    """Open with PIL, apply EXIF orientation, convert to RGB, downscale to ``max_side``.
+def root_of(ref: ImageRef) -> str:
+    """The images root ``ref`` was listed under (``ref.url`` is ``root/f_path``)."""
+    return ref.url[: len(ref.url) - len(ref.f_path)].rstrip("/") or "/"
 
-    Pass the root's ``fs`` when loading many images: making an S3 filesystem costs a fraction of a second."""
-    fs, path = (fs, ref.path) if fs is not None else filesystem(ref.url)
+
+def load_image(ref: ImageRef, max_side: int, max_pixels: int, root: ImageRoot | None = None,
+               min_side: int = 1, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
+    """Read through ``root`` (inside the root, a regular file, at most ``max_bytes``: ``data.paths``),
+    open with PIL, apply EXIF orientation, convert to RGB, downscale to ``max_side``.
+
+    Pass the run's ``root`` when loading many images: making an S3 filesystem costs a fraction of a second."""
+    root = root if root is not None else ImageRoot(root_of(ref), max_bytes)
     try:
-        with fs.open(path, "rb") as f:
-            img = Image.open(f)
+        data = root.read(ref.f_path)
+    except RecordError as e:
+        raise ImageLoadError(f"{ref.f_path}: {e}") from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
             if img.width * img.height > max_pixels:
                 raise ImageLoadError(f"{ref.f_path}: {img.width}x{img.height} exceeds {max_pixels} pixels")
             if min(img.size) < min_side:

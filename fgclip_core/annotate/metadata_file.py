@@ -34,8 +34,8 @@ def iter_metadata_rows(url: str) -> Iterator[MetadataRow]:
                 try:
                     row = json.loads(line)
                     key = row.get("file_name") or row.get("f_path")
-                except (json.JSONDecodeError, AttributeError) as e:
-                    raise ValueError(f"{path}:{n}: not a JSON object: {e}") from e
+                except (ValueError, RecursionError, AttributeError) as e:   # digits over int's limit, deep nesting
+                    raise ValueError(f"{path}:{n}: not a JSON object: {type(e).__name__}: {str(e)[:200]}") from e
                 if not isinstance(key, str):
                     raise ValueError(f"{path}:{n}: needs a 'file_name' or 'f_path' string")
                 yield MetadataRow(path, n, key, row)

@@ -38,6 +38,7 @@ from fgclip_core.annotate.factory import (
 from fgclip_core.annotate.images import ImageLoadError, ImageRef, LoadedImage, list_images, load_image
 from fgclip_core.annotate.negatives import NegativeGenerator
 from fgclip_core.annotate.phrases import Phrase, RulePhraseExtractor
+from fgclip_core.data.paths import ImageRoot
 from fgclip_core.data.records import FineHARDRecord, Region
 from fgclip_core.storage import filesystem, join
 
@@ -151,7 +152,7 @@ class Annotator:
         loaded: list[LoadedImage] = []
         for ref in refs:
             try:
-                loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels, self._images_fs,
+                loaded.append(load_image(ref, WORKING_MAX_SIDE, self.cfg.pipeline.max_image_pixels, self._image_root,
                                          self.cfg.pipeline.min_image_side))
             except (ImageLoadError, OSError) as e:
                 quarantine.append(Quarantined(ref.id, ref.f_path, "decode", str(e)))
@@ -225,7 +226,7 @@ class Annotator:
     # -- the run ----------------------------------------------------------------------------
     def run(self, progress: bool = True, on_chunk: Callable[[int, Summary], None] | None = None) -> Summary:
         # filesystems are made here, once per run (not in __init__: an s3fs instance does not survive a fork)
-        self._images_fs = filesystem(self.root)[0]
+        self._image_root = ImageRoot(self.root, self.cfg.pipeline.max_image_bytes)   # every image read goes through it
         self._out_fs, out_path = filesystem(self.out)
         self._out_base = out_path.rstrip("/")
         refs = list_images(self.root, self.cfg.pipeline.extensions)

@@ -11,11 +11,17 @@ from fgclip_core.config import StrictModel
 # The official FG-CLIP training code strips this prefix from FineHARD ``f_path`` values.
 OFFICIAL_PATH_PREFIXES = ("grit-20m/data-12m/",)
 
+# Largest image file read (bytes); the annotation stages use the same default (``annotate.config``).
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
 
 class ReadConfig(StrictModel):
     """How annotation files are read and normalised into records."""
 
     strip_prefixes: list[str] = Field(default_factory=lambda: list(OFFICIAL_PATH_PREFIXES))
+    max_record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
+                                  description="a JSONL line or array element longer than this is record_malformed")
+    max_json_depth: int = Field(default=32, ge=4, description="deepest nesting of arrays/objects in one record")
 
 
 class ValidationConfig(StrictModel):
@@ -23,6 +29,8 @@ class ValidationConfig(StrictModel):
 
     num_negatives: int = Field(default=10, ge=1, description="hard negatives required when flag_short_neg is 1")
     max_pixels: int = Field(default=89_478_485, ge=1, description="decompression-bomb guard, checked from the header")
+    max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1,
+                                 description="largest image file, checked from its size before reading")
     min_side: int = Field(default=8, ge=1, description="smallest accepted image side in pixels")
     bbox_tolerance: float = Field(default=1e-6, ge=0, le=0.01, description="coordinates this far outside [0,1] are clamped")
     check_images: bool = True

@@ -11,6 +11,8 @@ class Reason(StrEnum):
     IMAGE_TRUNCATED = "image_truncated"
     IMAGE_TOO_LARGE = "image_too_large"
     IMAGE_TOO_SMALL = "image_too_small"
+    IMAGE_OUTSIDE_ROOT = "image_outside_root"
+    IMAGE_NOT_REGULAR_FILE = "image_not_regular_file"
     BBOX_OUT_OF_RANGE = "bbox_out_of_range"
     BBOX_NAN = "bbox_nan"
     BBOX_DEGENERATE = "bbox_degenerate"

@@ -15,6 +15,7 @@ value into a ``FineHARDRecord`` or raises ``RecordError`` (layout and types only
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -25,10 +26,15 @@ from typing import Any
 from fgclip_core import storage
 from fgclip_core.data.config import ReadConfig
 from fgclip_core.data.errors import Reason, RecordError
+from fgclip_core.data.parse import parse_json_array, parse_jsonl
+from fgclip_core.data.paths import check_relative_path
 from fgclip_core.data.records import FineHARDRecord, Region
 
-_KEY_SAFE = re.compile(r"[^A-Za-z0-9_-]")
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+KEY_MAX_LENGTH = 200
+KEY_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{KEY_MAX_LENGTH}}}$")
+_KEY_STEM_LENGTH = 120
+_KEY_HASH_LENGTH = 12
 
 
 @dataclass
@@ -58,79 +64,31 @@ def annotation_files(path: str) -> list[str]:
     return [storage.join(base, n.rsplit("/", 1)[-1]) for n in names]
 
 
-def iter_raw(path: str) -> Iterator[RawItem]:
-    """Yield every record of every annotation file under ``path``, bad ones included."""
+def iter_raw(path: str, cfg: ReadConfig | None = None) -> Iterator[RawItem]:
+    """Yield every record of every annotation file under ``path``, bad ones included (``data.parse``)."""
+    cfg = cfg or ReadConfig()
     for f in annotation_files(path):
-        yield from _iter_file(f)
+        yield from _iter_file(f, cfg)
 
 
-def _iter_file(path: str) -> Iterator[RawItem]:
+def _iter_file(path: str, cfg: ReadConfig) -> Iterator[RawItem]:
     fs, p = storage.filesystem(path)
+    kind = fs.info(p).get("type")
+    if kind != "file":   # a FIFO named x.jsonl would block the read forever: one entry, and the next file
+        yield RawItem(raw=path, source=path, index=0, line=None,
+                      parse_error=f"annotation file is {kind or 'not a regular file'}, not a regular file")
+        return
     with fs.open(p, "rb") as fh:
         data = fh.read()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    if data.lstrip()[:1] == b"[":
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield RawItem(raw=data[max(0, e.start - 100):e.start + 100].decode("utf-8", "replace"), source=path,
-                          index=0, line=1 + data.count(b"\n", 0, e.start),
-                          parse_error=f"file is not UTF-8 at byte {e.start}: {e.reason}")
-            return
-        del data
-        yield from _iter_json_array(text, path)
-        return
-    index = 0
-    # Split on "\n" only: JSON strings may hold U+2028 and other characters str.splitlines() breaks on.
-    for lineno, raw_line in enumerate(data.split(b"\n"), start=1):
-        if not raw_line.strip():
-            continue
-        try:
-            yield RawItem(raw=json.loads(raw_line.decode("utf-8")), source=path, index=index, line=lineno)
-        except UnicodeDecodeError as e:
-            yield RawItem(raw=raw_line[:2000].decode("utf-8", "replace"), source=path, index=index, line=lineno,
-                          parse_error=f"line is not UTF-8 at byte {e.start}: {e.reason}")
-        except json.JSONDecodeError as e:
-            yield RawItem(raw=raw_line[:2000].decode("utf-8"), source=path, index=index, line=lineno,
-                          parse_error=f"not JSON: {e}")
-        index += 1
-
-
-_DECODER = json.JSONDecoder()
-_WS = re.compile(r"[ \t\n\r]*")
-
-
-def _iter_json_array(text: str, path: str) -> Iterator[RawItem]:
-    """Decode a JSON array one element at a time (memory: the text plus one record, not the whole
-    list of objects), with the line each element starts on. A syntax error quarantines one entry at
-    that point; what came before is kept (the rest cannot be re-synchronised)."""
-    pos = _WS.match(text, 0).end() + 1   # type: ignore[union-attr]  # after "["
-    line = 1 + text.count("\n", 0, pos)
-    index = 0
-    while True:
-        start = _WS.match(text, pos).end()   # type: ignore[union-attr]
-        line += text.count("\n", pos, start)
-        if text.startswith("]", start) and index == 0:
-            return
-        try:
-            item, end = _DECODER.raw_decode(text, start)
-        except json.JSONDecodeError as e:
-            yield RawItem(raw=text[start:start + 200], source=path, index=index, line=line,
-                          parse_error=f"not valid JSON from here on (the rest of the file is lost): {e}")
-            return
-        yield RawItem(raw=item, source=path, index=index, line=line)
-        index += 1
-        line += text.count("\n", start, end)
-        pos = _WS.match(text, end).end()   # type: ignore[union-attr]
-        line += text.count("\n", end, pos)
-        if text.startswith(",", pos):
-            pos += 1
-            continue
-        if not text.startswith("]", pos) or text[pos + 1:].strip():
-            yield RawItem(raw=text[pos:pos + 200], source=path, index=index, line=line,
-                          parse_error="expected ',' or the closing ']' of the array")
-        return
+    is_array = data.lstrip()[:1] == b"["
+    parser = parse_json_array if is_array else parse_jsonl
+    for index, parsed in enumerate(parser(data, cfg.max_record_bytes, cfg.max_json_depth)):
+        if parsed.error is None:
+            yield RawItem(raw=parsed.value, source=path, index=index, line=parsed.line)
+        else:
+            yield RawItem(raw=parsed.excerpt, source=path, index=index, line=parsed.line, parse_error=parsed.error)
 
 
 def strip_prefix(f_path: str, prefixes: Iterable[str]) -> str:
@@ -141,9 +99,17 @@ def strip_prefix(f_path: str, prefixes: Iterable[str]) -> str:
 
 
 def key_from_path(f_path: str) -> str:
-    """A WebDataset-safe key (no dots or slashes) derived from an image path."""
-    stem = f_path.rsplit(".", 1)[0] if "." in f_path.rsplit("/", 1)[-1] else f_path
-    return _KEY_SAFE.sub("_", stem.strip("/")) or "_"
+    """A WebDataset-safe key (letters, digits, ``_``, ``-``; no dots or slashes) for an image path.
+
+    The readable part is the path without its extension, unsafe characters squeezed to ``_`` and
+    cut to 120 characters; a hash of the whole path (extension included) follows, so that paths the
+    readable part cannot tell apart (``a/x.png``, ``a_x.png``, ``a/x.jpg``) still get distinct keys,
+    the same in every run and whatever other records the input holds."""
+    name = f_path.rsplit("/", 1)[-1]
+    stem = f_path.rsplit(".", 1)[0] if "." in name else f_path
+    readable = _KEY_SAFE.sub("_", stem).strip("_")[:_KEY_STEM_LENGTH] or "image"
+    digest = hashlib.sha256(f_path.encode("utf-8", "surrogatepass")).hexdigest()[:_KEY_HASH_LENGTH]
+    return f"{readable}-{digest}"
 
 
 def _text(value: Any, where: str, field: str = "", *, required: bool = True) -> str:
@@ -229,14 +195,13 @@ def record_from_raw(raw: Any, cfg: ReadConfig | None = None) -> FineHARDRecord:
     if not isinstance(f_path, str) or not f_path.strip():
         raise RecordError(Reason.RECORD_MALFORMED, f"f_path must be a non-empty string, got {f_path!r}")
     f_path = strip_prefix(f_path, cfg.strip_prefixes)
-    if ".." in f_path.replace("\\", "/").split("/"):
-        raise RecordError(Reason.RECORD_MALFORMED, f"f_path {f_path!r} leaves the image root")
+    check_relative_path(f_path)
     rid = raw.get("id")
     if rid is None:
         rid = key_from_path(f_path)
     elif not isinstance(rid, str) or not KEY_PATTERN.match(rid):
-        raise RecordError(Reason.RECORD_MALFORMED,
-                          f"id {rid!r} is not a WebDataset-safe key (letters, digits, '_' and '-' only)")
+        raise RecordError(Reason.RECORD_MALFORMED, f"id {str(rid)[:200]!r} is not a WebDataset-safe key "
+                                                   f"(1 to {KEY_MAX_LENGTH} letters, digits, '_' and '-')")
     bbox_info = raw.get("bbox_info")
     if bbox_info is None:
         bbox_info = []

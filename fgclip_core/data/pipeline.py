@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import reprlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -98,7 +99,18 @@ def _until_commit(w: AtomicWriter) -> Iterator[IO[Any]]:
 
 
 def _quarantine_line(q: QuarantineEntry) -> str:
-    return json.dumps(q.to_dict(), sort_keys=True, ensure_ascii=False, default=repr) + "\n"
+    """One JSON line whatever the raw record holds: a lone surrogate is written escaped (ASCII), a
+    value that cannot be encoded at all (nesting too deep) as the start of its ``repr``."""
+    d = q.to_dict()
+    try:
+        line = json.dumps(d, sort_keys=True, ensure_ascii=False, default=repr)
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(d, sort_keys=True, ensure_ascii=True, default=repr)
+    except (ValueError, RecursionError):
+        d["raw"] = reprlib.repr(d["raw"])
+        line = json.dumps(d, sort_keys=True, ensure_ascii=True, default=repr)
+    return line + "\n"
 
 
 def validate_annotations(annotations: str, images_root: str | None, out_dir: str,
@@ -112,7 +124,7 @@ def validate_annotations(annotations: str, images_root: str | None, out_dir: str
     summary = ValidationSummary()
     with atomic_open(storage.join(out_dir, KEPT_NAME), "w", fs=fs) as kept_fh, \
             atomic_open(storage.join(out_dir, QUARANTINE_NAME), "w", fs=fs) as q_fh:
-        for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
+        for outcome in iter_outcomes(iter_raw(annotations, cfg.read), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 kept_fh.write(dumps_record(outcome.record) + "\n")
@@ -170,7 +182,7 @@ def build_shards(annotations: str, images_root: str | None, out_url: str, cfg: D
     quarantine = AtomicWriter(storage.join(out_url, QUARANTINE_NAME), "w", fs=fs)
     with _until_commit(quarantine) as q_fh, \
             ShardWriter(out_url, cfg.shards.samples_per_shard, on_shard=on_shard, fs=fs) as writer:
-        for outcome in iter_outcomes(iter_raw(annotations), validator, cfg.validation.workers):
+        for outcome in iter_outcomes(iter_raw(annotations, cfg.read), validator, cfg.validation.workers):
             summary.add(outcome)
             if isinstance(outcome, Kept):
                 assert outcome.image_bytes is not None   # check_images is on (checked above)

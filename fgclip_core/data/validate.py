@@ -1,14 +1,18 @@
 """Record and image checks: every input record ends either kept or quarantined with a reason.
 
 ``Validator.check(item)`` normalises a ``RawItem`` (``io.record_from_raw``), checks what the
-record means (boxes, texts, negatives, unique ids) and decodes its image (``images.decode_image``).
-It returns ``Kept`` (the record, with its image size filled in, plus the bytes to store) or a
-``QuarantineEntry`` (id, source file and line, reason, detail, raw record). It does not raise on
-bad input; ``ValidationSummary`` keeps ``total == kept + quarantined``.
+record means (boxes, texts, negatives, that it can be written), reads its image through
+``paths.ImageRoot`` (inside the root, a regular file, bounded size) and decodes it
+(``images.decode_image``). It returns ``Kept`` (the record, with its image size filled in, plus the
+bytes to store) or a ``QuarantineEntry`` (id, source file and line, reason, detail, raw record).
+Only a kept record claims its id (``Validator.claim``): a quarantined one never makes a later valid
+namesake a ``duplicate_id``. It does not raise on bad input; ``ValidationSummary`` keeps
+``total == kept + quarantined``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -17,11 +21,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fgclip_core import storage
 from fgclip_core.data.config import ReadConfig, ValidationConfig
 from fgclip_core.data.errors import Reason, RecordError
 from fgclip_core.data.images import decode_image, encode_jpeg
 from fgclip_core.data.io import RawItem, record_from_raw
+from fgclip_core.data.paths import ImageRoot
 from fgclip_core.data.records import FineHARDRecord, Region
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ class QuarantineEntry:
 class Kept:
     record: FineHARDRecord
     image_bytes: bytes | None = None   # JPEG bytes for the shard (None when not asked for)
+    item: RawItem | None = None        # where the record came from (a later duplicate_id names it)
 
 
 @dataclass
@@ -138,29 +143,15 @@ class Validator:
         self.cfg = validation or ValidationConfig()
         self.want_image_bytes = want_image_bytes
         self.jpeg_quality = jpeg_quality
-        self._seen: set[str] = set()
-        self._fs: Any = None   # created on first use, in the process that uses it (s3fs is not fork-safe)
+        self.root = ImageRoot(images_root, self.cfg.max_image_bytes)   # the one way an image is read
+        self._seen: set[str] = set()   # ids of kept records only
 
     def image_url(self, f_path: str) -> str:
-        return storage.join(self.images_root, f_path) if self.images_root else f_path
-
-    def _read_image(self, f_path: str) -> bytes:
-        url = self.image_url(f_path)
-        if self.images_root:
-            if self._fs is None:
-                self._fs = storage.filesystem(self.images_root)[0]
-            fs, path = self._fs, self._fs._strip_protocol(url)
-        else:
-            fs, path = storage.filesystem(url)
-        try:
-            with fs.open(path, "rb") as fh:
-                return fh.read()
-        except FileNotFoundError as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{url} does not exist") from e
-        except (OSError, PermissionError) as e:
-            raise RecordError(Reason.IMAGE_MISSING, f"{url} cannot be read: {e}") from e
+        return self.root.url(f_path)
 
     def _quarantine(self, item: RawItem, rid: str | None, e: Exception) -> QuarantineEntry:
+        if rid is None and isinstance(item.raw, dict) and isinstance(item.raw.get("id"), str):
+            rid = item.raw["id"][:200]   # the id as given, so that the entry can be found by it
         if isinstance(e, RecordError):
             return QuarantineEntry(rid, item.source, item.index, item.line, e.reason.value, e.detail, item.raw)
         # a bug must not stop a long run: quarantine, and say it is unexpected
@@ -175,31 +166,67 @@ class Validator:
                 raise RecordError(Reason.RECORD_MALFORMED, item.parse_error)
             record = record_from_raw(item.raw, self.read)
             rid = record.id
-            if rid in self._seen:
-                raise RecordError(Reason.DUPLICATE_ID, f"id {rid!r} already seen earlier in the input")
-            self._seen.add(rid)
+            if rid in self._seen:   # early exit; ``claim`` decides, when the outcome is final
+                raise RecordError(Reason.DUPLICATE_ID, f"id {rid!r} already kept earlier in the input")
             check_record(record, self.cfg)
+            _check_writable(record)
             return record
         except Exception as e:
             return self._quarantine(item, rid, e)
 
     def check_image(self, item: RawItem, record: FineHARDRecord) -> Kept | QuarantineEntry:
         if not self.cfg.check_images:
-            return Kept(record)
+            return Kept(record, item=item)
         try:
-            data = self._read_image(record.f_path)
+            data = self.root.read(record.f_path)
             decoded = decode_image(data, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
             record.width, record.height = decoded.image.size
             image_bytes = None
             if self.want_image_bytes:
                 image_bytes = encode_jpeg(decoded.image, self.jpeg_quality) if decoded.reencode else data
-            return Kept(record, image_bytes)
+            return Kept(record, image_bytes, item)
         except Exception as e:
             return self._quarantine(item, record.id, e)
 
+    def claim(self, outcome: Kept | QuarantineEntry) -> Kept | QuarantineEntry:
+        """Only a kept record claims its id: a later record with a kept id is ``duplicate_id``; one
+        whose earlier namesake was quarantined is judged on its own. Call once per final outcome,
+        in input order."""
+        if not isinstance(outcome, Kept):
+            return outcome
+        rid = outcome.record.id
+        if rid in self._seen:
+            item = outcome.item or RawItem(raw=outcome.record.to_dict(), source="", index=-1)
+            return QuarantineEntry(rid, item.source, item.index, item.line, Reason.DUPLICATE_ID.value,
+                                   f"id {rid!r} already kept earlier in the input", item.raw)
+        self._seen.add(rid)
+        return outcome
+
     def check(self, item: RawItem) -> Kept | QuarantineEntry:
         fields = self.check_fields(item)
-        return fields if isinstance(fields, QuarantineEntry) else self.check_image(item, fields)
+        return self.claim(fields if isinstance(fields, QuarantineEntry) else self.check_image(item, fields))
+
+
+def _check_writable(record: FineHARDRecord) -> None:
+    """The record must survive being written (kept.jsonl, shards): no lone surrogate in any text, no
+    NaN/Infinity, no free-form ``provenance`` that cannot be encoded. Checked field by field (an
+    ``asdict`` + ``dumps`` of the whole record would cost more than all the other checks together)."""
+    texts = [record.id, record.f_path, record.caption, record.short_caption]
+    for r in record.bbox_info:
+        texts += (r.short_expr, r.long_expr, *r.short_expr_negs)
+        if r.score is not None and not math.isfinite(r.score):
+            raise RecordError(Reason.RECORD_MALFORMED, f"a region score is {r.score}, which JSON cannot carry")
+    try:
+        "\n".join(texts).encode("utf-8")
+        json.dumps([record.provenance, [r.provenance for r in record.bbox_info]],
+                   ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecordError(Reason.RECORD_MALFORMED, f"holds text that is not writable as UTF-8 "
+                                                   f"(a lone surrogate such as \\ud800): {e.reason}") from e
+    except RecursionError as e:
+        raise RecordError(Reason.RECORD_MALFORMED, "provenance is nested too deep to be written") from e
+    except (ValueError, TypeError) as e:   # allow_nan=False; a value JSON has no form for
+        raise RecordError(Reason.RECORD_MALFORMED, f"provenance holds NaN or Infinity, which JSON cannot carry: {e}") from e
 
 
 _POOL_VALIDATOR: Validator | None = None
@@ -208,7 +235,6 @@ _POOL_VALIDATOR: Validator | None = None
 def _pool_init(validator: Validator) -> None:
     global _POOL_VALIDATOR
     _POOL_VALIDATOR = validator
-    validator._fs = None   # never share a filesystem client across processes
 
 
 def _pool_image(job: tuple[RawItem, FineHARDRecord | QuarantineEntry]) -> Kept | QuarantineEntry:
@@ -229,4 +255,5 @@ def iter_outcomes(items: Iterable[RawItem], validator: Validator, workers: int =
     jobs = ((item, validator.check_fields(item)) for item in items)
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_pool_init, initargs=(validator,)) as pool:
-        yield from pool.imap(_pool_image, jobs, chunksize=4)
+        for outcome in pool.imap(_pool_image, jobs, chunksize=4):
+            yield validator.claim(outcome)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 from functools import lru_cache
 from pathlib import PurePosixPath
@@ -10,8 +11,13 @@ from pathlib import PurePosixPath
 import fsspec
 from PIL import Image, UnidentifiedImageError
 
+from fgclip_core.data.config import MAX_IMAGE_BYTES
+from fgclip_core.data.errors import Reason, RecordError
+from fgclip_core.data.paths import read_local_file, read_object
 from fgclip_core.storage import filesystem as _new_filesystem
 from fgclip_core.storage import is_remote
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)
@@ -67,11 +73,22 @@ def list_names(url: str) -> list[str]:
 _UNDECODABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def read_image_bytes(url: str) -> bytes | None:
-    """The file's bytes, or ``None`` when it does not exist (other I/O errors propagate)."""
+def read_image_bytes(url: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes | None:
+    """The file's bytes, or ``None`` when it does not exist, or is not a regular file / object of at
+    most ``max_bytes`` (a FIFO, a device, a folder, a sparse giant: one WARNING line each, never
+    opened or read unbounded: ``data.paths``). Other I/O errors propagate."""
     try:
-        return read_bytes(url)
-    except (FileNotFoundError, IsADirectoryError):
+        if is_remote(url):
+            fs, path = filesystem(url)
+            return read_object(fs, path, max_bytes, url)
+        local = url[len("file://"):] if url.startswith("file://") else url
+        return read_local_file(os.path.realpath(local), max_bytes, url)
+    except RecordError as e:
+        if e.reason == Reason.IMAGE_MISSING:
+            if "does not exist" in e.detail:
+                return None
+            raise OSError(e.detail) from e
+        log.warning("image refused: %s", e)
         return None
 
 
