@@ -106,11 +106,13 @@ def train(recipe: str | None, config_file: str | None, data_url: str | None, out
 
 
 def _run_worker(cfg, out: Path, resume: bool, progress: bool) -> None:
+    from fgclip_core.config import ConfigError
+    from fgclip_core.model.checkpoint import CheckpointError
     from fgclip_core.train.engine import NonFiniteLossError, Trainer, summary_dict
 
     try:
         summary = Trainer(cfg, out, resume=resume, progress=progress).run()
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, CheckpointError, ConfigError) as e:
         raise click.ClickException(str(e)) from e
     if int(os.environ.get("RANK", "0")) == 0:
         path = out / "summary.json"

@@ -22,6 +22,7 @@ import torch
 
 from fgclip_core.data.batch import TrainBatch
 from fgclip_core.train import checkpoint as ckpt
+from fgclip_core.train import ds_checkpoint
 from fgclip_core.train.allocator import loaded_allocator
 from fgclip_core.train.config import TrainConfig
 from fgclip_core.train.ds_config import build_ds_config, resolve_precision
@@ -179,6 +180,7 @@ class Trainer:
         self.ds_config = build_ds_config(cfg, self.device.type)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.module, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        ds_checkpoint.install(self.engine)   # DeepSpeed's files are read with weights_only + an allow-list
         seed_everything(cfg.seed + 1000 * self.dist.rank)  # per-rank stream for anything random later
         self.assets_dir = self._prepare_assets()
 
@@ -291,16 +293,17 @@ class Trainer:
                 if rank == 0:
                     log.warning("--resume latest: no usable checkpoint in %s; starting from scratch", self.ckpt_root)
             else:
+                state = ckpt.load_rank_state(self.ckpt_root / tag, rank,
+                                             required=("step", "position", "data", *counters))
                 self.engine.load_checkpoint(str(self.ckpt_root), tag=tag, load_optimizer_states=True,
                                             load_lr_scheduler_states=True)
-                state = ckpt.load_rank_state(self.ckpt_root / tag, rank)
                 position = state["position"]
                 counters = {k: state[k] for k in counters}
                 data_state = state["data"]
                 ckpt.set_rng_state(state["rng"])
                 resumed_from = tag
                 if self.engine.global_steps != state["step"]:
-                    raise RuntimeError(f"{tag}: DeepSpeed step {self.engine.global_steps} != trainer step {state['step']}")
+                    raise ckpt.CheckpointError(f"{self.ckpt_root / tag}: DeepSpeed step {self.engine.global_steps} != trainer step {state['step']}")
 
         tracker = self._tracker()
         pipes = PipesReporter.open(rank)
