@@ -14,7 +14,12 @@ import torch
 
 from fgclip_core.model.checkpoint import CheckpointError
 from fgclip_core.train import checkpoint as ckpt
-from fgclip_core.train.ds_checkpoint import ALLOWED_GLOBALS, allowed_globals, check_ds_config, load_deepspeed_file
+from fgclip_core.train.ds_checkpoint import (
+    ALLOWED_GLOBALS,
+    allowed_globals,
+    check_ds_config,
+    load_deepspeed_file,
+)
 
 
 class Payload:
