@@ -197,6 +197,8 @@ def _rng_from_file(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> di
     n_cuda = int(meta.get("cuda_devices", 0))
     if n_cuda:
         state["cuda"] = [tensors[f"rng.cuda.{i}"] for i in range(n_cuda)]
+        if any(t.dtype != torch.uint8 or t.ndim != 1 for t in state["cuda"]):
+            raise ValueError("CUDA RNG states must be 1-D uint8 tensors")
     return state
 
 

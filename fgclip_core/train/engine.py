@@ -193,7 +193,7 @@ class Trainer:
             done = reset_region_scales_(self.module.scales)
             if self.dist.rank == 0 and done:
                 log.info("model.reset_region_scales_at_start: %s set to logit_scale (%.4f)", ", ".join(done),
-                         float(self.module.scales["logit_scale"]))
+                         self.module.scales["logit_scale"].detach().item())
         groups = param_groups(self.module, cfg)
         for g in groups:
             g.pop("param_names")
