@@ -12,14 +12,14 @@ Terms, as FG-CLIP v1 defines them (all embeddings L2-normalised here):
   logits ``exp(logit_scale_hardneg) * <roi, text_j>``, cross-entropy with target 0. Missing
   negatives are masked to ``-inf``; a box without any valid negative is dropped.
 
-Logit scales are clamped *in the loss* (``exp(min(s, logit_scale_max))``): exact whatever the ZeRO
-stage (the parameters themselves may live as flat fp32 partitions in the optimizer), and the
-gradient is zero above the limit, as with a parameter clamp. The export clamps the saved values.
+Logit scales enter as ``exp(s)``, unclamped, as in the official FG-CLIP code: they learn in both
+directions (a clamp here, ``exp(min(s, ln 100))``, gave exactly zero gradient from an OpenAI CLIP
+start, whose stored 4.6052 is above ln 100 in float32). An optional cap is applied to the parameters
+after each optimizer step by the trainer (``optim.logit_scale_max``, ``fgclip_core.train.scales``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +36,6 @@ class LossConfig(StrictModel):
     short_weight: float = Field(1.0, ge=0)
     region_weight: float = Field(0.1, ge=0)
     hardneg_weight: float = Field(0.5, ge=0)
-    logit_scale_max: float = Field(math.log(100.0), gt=0)
     gather_regions: bool = False
 
 
@@ -97,11 +96,6 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world == 1:
         return x
     return _AllGatherWithGrad.apply(x.contiguous())
-
-
-def scale_from_param(param: torch.Tensor, max_log: float) -> torch.Tensor:
-    """``exp(min(param, max_log))``: the temperature actually used by the loss."""
-    return param.clamp(max=max_log).exp()
 
 
 def global_contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -190,11 +184,11 @@ def fgclip_loss(feats: StepFeatures, logit_scale: torch.Tensor, logit_scale_fine
     """All terms and their weighted sum (``loss``); terms with zero weight or no input are skipped.
 
     Returns un-weighted terms under ``loss_long``, ``loss_short``, ``loss_region``, ``loss_hardneg``, and
-    the temperatures used (``exp`` of the clamped scale, detached) under the scale parameters' names.
+    the temperatures used (``exp`` of the scale, detached) under the scale parameters' names.
     """
     out: dict[str, torch.Tensor] = {}
     image = F.normalize(feats.image, dim=-1)
-    scale = scale_from_param(logit_scale, cfg.logit_scale_max)
+    scale = logit_scale.exp()
     total = image.new_zeros(())
     out["logit_scale"] = scale.detach()
     if feats.long_text is not None and cfg.long_weight > 0:
@@ -206,7 +200,7 @@ def fgclip_loss(feats: StepFeatures, logit_scale: torch.Tensor, logit_scale_fine
     if feats.region_image is not None and cfg.region_weight > 0:
         if logit_scale_finegraind is None or feats.region_text is None:
             raise ValueError("region loss needs region_text and logit_scale_finegraind")
-        s = scale_from_param(logit_scale_finegraind, cfg.logit_scale_max)
+        s = logit_scale_finegraind.exp()
         out["logit_scale_finegraind"] = s.detach()
         out["loss_region"] = region_contrastive_loss(
             F.normalize(feats.region_image, dim=-1), F.normalize(feats.region_text, dim=-1), s,
@@ -215,7 +209,7 @@ def fgclip_loss(feats: StepFeatures, logit_scale: torch.Tensor, logit_scale_fine
     if feats.hardneg_image is not None and cfg.hardneg_weight > 0:
         if logit_scale_hardneg is None or feats.hardneg_text is None or feats.hardneg_mask is None:
             raise ValueError("hard-negative loss needs hardneg_text, hardneg_mask and logit_scale_hardneg")
-        s = scale_from_param(logit_scale_hardneg, cfg.logit_scale_max)
+        s = logit_scale_hardneg.exp()
         out["logit_scale_hardneg"] = s.detach()
         out["loss_hardneg"] = hard_negative_loss(
             F.normalize(feats.hardneg_image, dim=-1), F.normalize(feats.hardneg_text, dim=-1),

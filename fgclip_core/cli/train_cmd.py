@@ -121,12 +121,14 @@ def _config_for_workers(cfg, env: dict[str, str] | None) -> tuple[dict, dict[str
 
 
 def _run_worker(cfg, out: Path, resume: bool, progress: bool) -> None:
+    from fgclip_core.config import ConfigError
     from fgclip_core.data.shard_check import CorruptShardError
+    from fgclip_core.model.checkpoint import CheckpointError
     from fgclip_core.train.engine import NonFiniteLossError, Trainer, summary_dict
 
     try:
         summary = Trainer(cfg, out, resume=resume, progress=progress).run()
-    except (NonFiniteLossError, CorruptShardError) as e:
+    except (NonFiniteLossError, CorruptShardError, CheckpointError, ConfigError) as e:
         raise click.ClickException(str(e)) from e
     if int(os.environ.get("RANK", "0")) == 0:
         path = out / "summary.json"

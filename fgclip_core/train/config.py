@@ -30,6 +30,9 @@ class ModelSection(StrictModel):
     init: str | None = None                 # FG-CLIP or transformers CLIP checkpoint directory
     gradient_checkpointing: bool = False
     text_bucket_overhead_tokens: int = Field(DEFAULT_BUCKET_OVERHEAD, ge=0)
+    # the official stage-2 script: logit_scale_finegraind and logit_scale_hardneg start from logit_scale's
+    # value whenever training starts (not on --resume: the checkpoint's values are restored)
+    reset_region_scales_at_start: bool = False
 
 
 class DataSection(ShardCheckConfig):
@@ -58,6 +61,13 @@ class OptimSection(StrictModel):
     # AdamW kernel: "fused" (one pass per tensor, CPU and CUDA: ~19x faster than "loop" on ZeRO's flat
     # 150M-element fp32 partition on the dev box), "foreach", or "loop" (torch's per-tensor default on CPU)
     implementation: Literal["fused", "foreach", "loop"] = "fused"
+    # which parameters get no weight decay: "official" = the official FG-CLIP trainer (HF Trainer rule:
+    # LayerNorm weights and every bias; embeddings and logit scales decay), "clip" = the project's grouping
+    # (every 1-D parameter: norms, biases, logit scales; and class/position/token embeddings)
+    no_decay: Literal["official", "clip"] = "clip"
+    # cap on the three logit scales, applied to the parameters (and ZeRO's fp32 master copies) after each
+    # optimizer step, as OpenAI CLIP / open_clip clamp; None = no cap (the official FG-CLIP code)
+    logit_scale_max: float | None = Field(None, gt=0)
 
 
 class DeepSpeedSection(StrictModel):

@@ -19,6 +19,7 @@ import torch
 
 from fgclip_core.config import ConfigError
 from fgclip_core.train.config import DS_CONFIGS_DIR, TrainConfig
+from fgclip_core.train.ds_checkpoint import check_ds_config
 
 
 def resolve_precision(cfg: TrainConfig, device_type: str) -> str:
@@ -70,6 +71,7 @@ def build_ds_config(cfg: TrainConfig, device_type: str | None = None) -> dict[st
     if stage != cfg.deepspeed.zero_stage:
         raise ConfigError(f"{path}: zero_optimization.stage is {stage} but deepspeed.zero_stage is "
                           f"{cfg.deepspeed.zero_stage}; make them agree")
+    check_ds_config(ds, str(path))
     left = [k for k, v in _walk(ds) if v == "auto"]
     if left:
         raise ConfigError(f"{path}: values left as 'auto' that the trainer cannot fill: {', '.join(left)}")

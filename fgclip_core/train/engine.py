@@ -22,11 +22,13 @@ import torch
 
 from fgclip_core.data.batch import TrainBatch
 from fgclip_core.train import checkpoint as ckpt
+from fgclip_core.train import ds_checkpoint
 from fgclip_core.train.allocator import loaded_allocator
 from fgclip_core.train.config import TrainConfig
 from fgclip_core.train.ds_config import build_ds_config, resolve_precision
 from fgclip_core.train.launch import DistInfo, barrier, init_distributed
 from fgclip_core.train.pipes import PipesReporter
+from fgclip_core.train.scales import clamp_scales_, reset_region_scales_
 from fgclip_core.train.step import FGCLIPTrainModule
 from fgclip_core.train.tracking import NullTracker, Tracker, git_commit
 
@@ -91,9 +93,21 @@ def _model_name(name: str) -> str:
     return name
 
 
-def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
-    """Norms, biases, logit scales, class/position/token embeddings: no weight decay."""
+def _no_decay_clip(name: str, p: torch.nn.Parameter) -> bool:
+    """``optim.no_decay: clip``: norms, biases, logit scales, class/position/token embeddings."""
     return p.ndim < 2 or ("embedding" in name and "patch_embedding" not in name)
+
+
+def _layernorm_param_names(model: torch.nn.Module) -> set[str]:
+    return {f"{mod_name}.{p_name}" if mod_name else p_name
+            for mod_name, mod in model.named_modules() if isinstance(mod, torch.nn.LayerNorm)
+            for p_name, _ in mod.named_parameters(recurse=False)}
+
+
+def _no_decay_official(name: str, layernorm: set[str]) -> bool:
+    """``optim.no_decay: official``: the official FG-CLIP trainer's rule (the HF Trainer one): LayerNorm
+    weights and every parameter named ``*bias*``; embeddings and logit scales are decayed."""
+    return name in layernorm or "bias" in name
 
 
 def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.AdamW:
@@ -104,14 +118,17 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.opt
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: (decay | no decay) x (text tower | rest), empty groups dropped."""
+    """AdamW groups: (decay | no decay, by ``optim.no_decay``) x (text tower | rest), empty groups dropped."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     names: dict[tuple[bool, bool], list[str]] = {}
+    layernorm = _layernorm_param_names(model)
     for full_name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         name = _model_name(full_name)
-        key = (_no_decay(name, p), cfg.optim.text_lr is not None and name.startswith(TEXT_PREFIXES))
+        no_decay = (_no_decay_official(full_name, layernorm) if cfg.optim.no_decay == "official"
+                    else _no_decay_clip(name, p))
+        key = (no_decay, cfg.optim.text_lr is not None and name.startswith(TEXT_PREFIXES))
         groups.setdefault(key, []).append(p)
         names.setdefault(key, []).append(full_name)
     out = []
@@ -171,6 +188,12 @@ class Trainer:
         self.eos_id = model.config.text_config.eos_token_id
         self.module = FGCLIPTrainModule(model, cfg.stage, cfg.loss, self.eos_id,
                                         bucket_overhead_tokens=cfg.model.text_bucket_overhead_tokens)
+        if cfg.model.reset_region_scales_at_start:
+            # before DeepSpeed copies the parameters; a resumed run gets the checkpoint's values back
+            done = reset_region_scales_(self.module.scales)
+            if self.dist.rank == 0 and done:
+                log.info("model.reset_region_scales_at_start: %s set to logit_scale (%.4f)", ", ".join(done),
+                         self.module.scales["logit_scale"].detach().item())
         groups = param_groups(self.module, cfg)
         for g in groups:
             g.pop("param_names")
@@ -179,6 +202,7 @@ class Trainer:
         self.ds_config = build_ds_config(cfg, self.device.type)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.module, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        ds_checkpoint.install(self.engine)   # DeepSpeed's files are read with weights_only + an allow-list
         seed_everything(cfg.seed + 1000 * self.dist.rank)  # per-rank stream for anything random later
         self.assets_dir = self._prepare_assets()
 
@@ -267,9 +291,6 @@ class Trainer:
         # a fresh module from the (gathered) tensors: never deepcopy a DeepSpeed-managed module
         export_model = FGCLIPModel(model_config)
         export_model.load_state_dict({n: t.float() for n, t in state.items()}, strict=True)
-        with torch.no_grad():  # the loss clamps the scales; the export carries the values actually used
-            for name in ("logit_scale", "logit_scale_finegraind", "logit_scale_hardneg"):
-                getattr(export_model, name).clamp_(max=self.cfg.loss.logit_scale_max)
         export_model.save_pretrained(str(tmp))
         load_tokenizer(self.assets_dir).save_pretrained(tmp)
         ImageProcessor.from_pretrained(self.assets_dir).save_pretrained(tmp)
@@ -291,16 +312,17 @@ class Trainer:
                 if rank == 0:
                     log.warning("--resume latest: no usable checkpoint in %s; starting from scratch", self.ckpt_root)
             else:
+                state = ckpt.load_rank_state(self.ckpt_root / tag, rank,
+                                             required=("step", "position", "data", *counters))
                 self.engine.load_checkpoint(str(self.ckpt_root), tag=tag, load_optimizer_states=True,
                                             load_lr_scheduler_states=True)
-                state = ckpt.load_rank_state(self.ckpt_root / tag, rank)
                 position = state["position"]
                 counters = {k: state[k] for k in counters}
                 data_state = state["data"]
                 ckpt.set_rng_state(state["rng"])
                 resumed_from = tag
                 if self.engine.global_steps != state["step"]:
-                    raise RuntimeError(f"{tag}: DeepSpeed step {self.engine.global_steps} != trainer step {state['step']}")
+                    raise ckpt.CheckpointError(f"{self.ckpt_root / tag}: DeepSpeed step {self.engine.global_steps} != trainer step {state['step']}")
 
         tracker = self._tracker()
         pipes = PipesReporter.open(rank)
@@ -340,6 +362,8 @@ class Trainer:
                 before = self.engine.global_steps
                 lrs = [float(g["lr"]) for g in self.optimizer.param_groups]  # the lr this step uses
                 self.engine.step()
+                if self.engine.global_steps != before and cfg.optim.logit_scale_max is not None:
+                    clamp_scales_(self.module.scales.values(), cfg.optim.logit_scale_max)
                 stats = self.module.last_stats
                 assert stats is not None
                 window.add(stats.samples, stats.text_tokens, out)

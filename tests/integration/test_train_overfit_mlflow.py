@@ -57,7 +57,10 @@ def test_export_loads_back_with_tokenizer_and_image_processor(run) -> None:
     out, _ = run
     export = out / "export"
     model = FGCLIPModel.from_pretrained(str(export))
-    assert model.logit_scale.ndim == 0 and model.logit_scale.item() <= torch.log(torch.tensor(100.0)).item() + 1e-6
+    # the trained scales as 0-dim parameters again (no cap by default: they are whatever training made them)
+    for name in ("logit_scale", "logit_scale_finegraind", "logit_scale_hardneg"):
+        p = getattr(model, name)
+        assert p.ndim == 0 and bool(torch.isfinite(p)), name
     tok = load_tokenizer(export)
     ids = tok.encode(["a photo of a red car"], mode="short")
     assert ids.shape == (1, 77)

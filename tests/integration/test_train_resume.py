@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from fgclip_core.train.checkpoint import tag_for
+from fgclip_core.train.checkpoint import load_rank_state, tag_for
 from tests.integration.train_run import export_weights, run_train, summary, train_cmd, train_env
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def test_non_finite_losses_are_skipped_then_too_many_in_a_row_stop_with_a_checkp
     assert res.returncode != 0
     assert "3 non-finite losses in a row" in res.stderr and "checkpoint" in res.stderr
     # micro-batches 0, 2, 3 trained (3 steps); 1 skipped alone; 4, 5, 6 in a row -> stop at step 3
-    state = torch.load(out / "checkpoints" / tag_for(3) / "trainer_state_rank0.pt", weights_only=False)
+    state = load_rank_state(out / "checkpoints" / tag_for(3), 0)
     assert state["skipped_nonfinite"] == 4 and state["position"] == 7 and state["step"] == 3
     assert (out / "checkpoints" / tag_for(3) / "COMPLETE.json").is_file()
     assert not (out / "export").exists()

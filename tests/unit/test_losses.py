@@ -18,7 +18,6 @@ from fgclip_core.losses import (
     global_contrastive_loss,
     hard_negative_loss,
     region_contrastive_loss,
-    scale_from_param,
 )
 
 torch.set_num_threads(1)
@@ -103,12 +102,22 @@ def test_hard_negative_loss_rejects_mismatched_shapes() -> None:
                            torch.tensor(1.0))
 
 
-def test_scale_is_clamped_at_ln100_with_zero_gradient_above() -> None:
-    p = torch.tensor(math.log(100.0) + 1.0, requires_grad=True)
-    s = scale_from_param(p, math.log(100.0))
-    s.backward()
-    assert s.item() == pytest.approx(100.0, rel=1e-6)
-    assert p.grad.item() == 0.0
+def test_scales_from_an_openai_clip_start_get_a_gradient_in_every_term() -> None:
+    """OpenAI CLIP stores logit_scale = 4.6052, above ln 100 in float32: no clamp in the loss, so all three
+    scales still get a gradient (the old ``exp(min(s, ln 100))`` gave exactly zero)."""
+    assert torch.tensor(4.6052) > torch.tensor(math.log(100.0))
+    g = torch.Generator().manual_seed(5)
+    feats = StepFeatures(image=torch.randn(4, 8, generator=g), long_text=torch.randn(4, 8, generator=g),
+                         short_text=torch.randn(4, 8, generator=g), region_image=torch.randn(6, 8, generator=g),
+                         region_text=torch.randn(6, 8, generator=g), hardneg_image=torch.randn(3, 8, generator=g),
+                         hardneg_text=torch.randn(3, 11, 8, generator=g),
+                         hardneg_mask=torch.ones(3, 11, dtype=torch.bool))
+    scales = [torch.tensor(4.6052, requires_grad=True) for _ in range(3)]
+    out = fgclip_loss(feats, *scales, LossConfig())
+    out["loss"].backward()
+    for name, p in zip(("logit_scale", "logit_scale_finegraind", "logit_scale_hardneg"), scales, strict=True):
+        assert p.grad is not None and p.grad.item() != 0.0, name
+        assert out[name].item() == pytest.approx(math.exp(4.6052), rel=1e-6)   # exp(s), not capped at 100
 
 
 def test_total_is_weighted_sum_from_config() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -36,7 +37,26 @@ def test_stage2_recipes_match_the_official_recipe() -> None:
         lc = cfg.data.loader
         assert (lc.max_boxes, lc.num_negatives, lc.long_length, lc.short_length) == (4, 10, 248, 77)
         assert (cfg.loss.region_weight, cfg.loss.hardneg_weight) == (0.1, 0.5)
-        assert cfg.loss.logit_scale_max == pytest.approx(math.log(100))
+        assert cfg.optim.no_decay == "official" and cfg.model.reset_region_scales_at_start is True
+        assert cfg.optim.logit_scale_max is None          # the official code: no cap on the scales
+
+
+def test_recipes_say_which_parameter_grouping_and_scale_reset_they_use() -> None:
+    for name in ("stage1", "stage1-ViT-L-14-336", "stage2", "stage2-ViT-L-14-336"):
+        assert resolve_config(recipe=name).optim.no_decay == "official", name
+    for name in ("stage1", "stage1-ViT-L-14-336", "tiny-cpu-stage1", "tiny-cpu-stage2"):
+        assert resolve_config(recipe=name).model.reset_region_scales_at_start is False, name
+    for name in ("tiny-cpu-stage1", "tiny-cpu-stage2"):
+        assert resolve_config(recipe=name).optim.no_decay == "clip", name
+    defaults = TrainConfig()
+    assert (defaults.optim.no_decay, defaults.optim.logit_scale_max) == ("clip", None)
+    assert defaults.model.reset_region_scales_at_start is False
+    with pytest.raises(ConfigError, match="no_decay"):
+        resolve_config(recipe="tiny-cpu-stage2", overrides=["optim.no_decay=all"])
+    with pytest.raises(ConfigError, match="logit_scale_max"):
+        resolve_config(recipe="tiny-cpu-stage2", overrides=["optim.logit_scale_max=0"])
+    assert resolve_config(recipe="stage2", overrides=[f"optim.logit_scale_max={math.log(100)}"]
+                          ).optim.logit_scale_max == pytest.approx(math.log(100))
 
 
 def test_fp16_is_refused_with_a_clear_message() -> None:
@@ -86,7 +106,7 @@ def test_param_groups_skip_decay_on_norms_biases_embeddings_scales_and_split_tex
     from fgclip_core.model import FGCLIPModel, load_arch
 
     model = FGCLIPModel(load_arch("tiny"))
-    cfg = TrainConfig(optim={"lr": 1e-4, "text_lr": 1e-5, "weight_decay": 0.1})
+    cfg = TrainConfig(optim={"lr": 1e-4, "text_lr": 1e-5, "weight_decay": 0.1, "no_decay": "clip"})
     groups = param_groups(model, cfg)
     by_name = {n: g for g in groups for n in g["param_names"]}
     assert len(by_name) == sum(1 for _ in model.parameters())
@@ -102,6 +122,50 @@ def test_param_groups_skip_decay_on_norms_biases_embeddings_scales_and_split_tex
     assert by_name["text_filip_projection.weight"]["lr"] == 1e-5
     assert by_name["vision_model.encoder.layers.0.mlp.fc1.weight"]["lr"] == 1e-4
     assert len(groups) == 4
+
+
+def _official_no_decay_names(names: list[str]) -> set[str]:
+    """The official trainer's rule written out by name: LayerNorm weights and every bias."""
+    norm = re.compile(r"(layer_norm\d|final_layer_norm|pre_layrnorm|post_layernorm)\.weight$")
+    return {n for n in names if n.endswith(".bias") or norm.search(n)}
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_official_param_groups_decay_all_but_layernorm_weights_and_biases(wrapped) -> None:
+    from fgclip_core.losses import LossConfig
+    from fgclip_core.model import FGCLIPModel, load_arch
+    from fgclip_core.train.step import FGCLIPTrainModule
+
+    model = FGCLIPModel(load_arch("tiny"))
+    module = FGCLIPTrainModule(model, 2, LossConfig(), model.config.text_config.eos_token_id) if wrapped else model
+    cfg = TrainConfig(optim={"lr": 1e-4, "weight_decay": 0.1, "no_decay": "official"})
+    groups = param_groups(module, cfg)
+    assert [g["name"] for g in groups] == ["all-decay", "all-no_decay"]
+    names = [n for n, _ in module.named_parameters()]
+    no_decay = set(groups[1]["param_names"])
+    assert groups[1]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 0.1
+    assert no_decay == _official_no_decay_names(names)
+    assert set(groups[0]["param_names"]) == set(names) - no_decay
+    prefix = "model." if wrapped else ""
+    scale = "scales." if wrapped else ""
+    decayed = set(groups[0]["param_names"])
+    for n in (f"{scale}logit_scale", f"{scale}logit_scale_finegraind", f"{scale}logit_scale_hardneg",
+              f"{prefix}text_model.embeddings.token_embedding.weight",
+              f"{prefix}text_model.embeddings.position_embedding_res.weight",
+              f"{prefix}vision_model.embeddings.class_embedding",
+              f"{prefix}vision_model.embeddings.position_embedding.weight",
+              f"{prefix}visual_projection.weight", f"{prefix}text_filip_projection.weight"):
+        assert n in decayed, n
+    for n in (f"{prefix}vision_model.post_layernorm.weight", f"{prefix}vision_model.pre_layrnorm.bias",
+              f"{prefix}text_model.encoder.layers.0.layer_norm1.weight",
+              f"{prefix}text_model.encoder.layers.0.self_attn.q_proj.bias"):
+        assert n in no_decay, n
+    # the project's grouping differs exactly on embeddings and scales (and agrees on norms and biases)
+    clip = param_groups(module, TrainConfig(optim={"weight_decay": 0.1, "no_decay": "clip"}))
+    clip_no_decay = {n for g in clip if g["weight_decay"] == 0.0 for n in g["param_names"]}
+    extra = clip_no_decay - no_decay
+    assert no_decay <= clip_no_decay and extra
+    assert all("embedding" in n or "logit_scale" in n for n in extra), extra
 
 
 def test_warmup_then_cosine_schedule() -> None:
