@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -122,16 +122,29 @@ def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n:
     return errors
 
 
+STAGES = ("captions", "regions", "negatives")  # what one chunk goes through, in order
+
+
 class Annotator:
+    """Captions -> phrases/boxes -> negatives. ``run`` does all three per chunk (``fgclip annotate``);
+    ``fgclip_core.annotate.stages`` runs them one at a time over the previous stage's records.
+    ``stages`` limits which backends are built (a detector or captioning model is heavy)."""
+
     def __init__(self, cfg: AnnotateConfig, images_root: str, out: str, *, captioner: Captioner | None = None,
-                 detector: Detector | None = None, negatives: NegativeGenerator | None = None):
+                 detector: Detector | None = None, negatives: NegativeGenerator | None = None,
+                 stages: Collection[str] = STAGES):
         self.cfg, self.root, self.out = cfg, images_root, out
-        self.captioner = captioner or build_captioner(cfg, images_root)
-        self.detector = detector if detector is not None else build_detector(cfg)
-        self.negatives = negatives or build_negatives(cfg)
-        self.region_metadata = build_region_metadata(cfg) if self.detector is None else None
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown annotation stage(s) {sorted(unknown)}; expected some of {list(STAGES)}")
+        self.captioner = captioner or (build_captioner(cfg, images_root) if "captions" in stages else None)
+        wants_regions = "regions" in stages
+        self.detector = detector if detector is not None else (build_detector(cfg) if wants_regions else None)
+        self.negatives = negatives or (build_negatives(cfg) if "negatives" in stages else None)
+        self.region_metadata = build_region_metadata(cfg) if self.detector is None and wants_regions else None
         self.phrases = RulePhraseExtractor(cfg.phrases)
         self.fingerprint = config_fingerprint(cfg)
+        self._images_fs: fsspec.AbstractFileSystem | None = None
 
     # -- one chunk ---------------------------------------------------------------------------
     def _load(self, refs: Sequence[ImageRef]) -> tuple[list[LoadedImage], list[Quarantined]]:
@@ -147,6 +160,15 @@ class Annotator:
 
     def _chunk(self, loaded: list[LoadedImage], quarantine: list[Quarantined]
                ) -> tuple[list[FineHARDRecord], list[Quarantined]]:
+        pairs = self.caption_images(loaded, quarantine)
+        pairs = self.add_regions(pairs, quarantine)
+        return self.add_negatives([rec for _, rec in pairs], quarantine), quarantine
+
+    # -- the stages, each usable alone ----------------------------------------------------------
+    def caption_images(self, loaded: list[LoadedImage], quarantine: list[Quarantined]
+                       ) -> list[tuple[LoadedImage, FineHARDRecord]]:
+        """Stage 1: a record with its long and short caption per image; failures go to ``quarantine``."""
+        assert self.captioner is not None, "built without the captions stage"
         records: list[tuple[LoadedImage, FineHARDRecord]] = []
         for img, cap in zip(loaded, self.captioner.caption(loaded), strict=True):
             rec = FineHARDRecord(id=img.ref.id, f_path=img.ref.f_path, width=img.width, height=img.height)
@@ -156,22 +178,31 @@ class Annotator:
             rec.caption, rec.short_caption = cap.caption, cap.short_caption
             rec.provenance.update(cap.provenance)
             records.append((img, rec))
+        return records
 
+    def add_regions(self, records: list[tuple[LoadedImage | None, FineHARDRecord]], quarantine: list[Quarantined]
+                    ) -> list[tuple[LoadedImage | None, FineHARDRecord]]:
+        """Stage 2: phrases + boxes (a detector: needs the images) or the regions that come with the images
+        (``boxes.backend=metadata``: images not needed, None is fine); ``none``: records pass unchanged."""
         if self.detector is not None:
-            records = self._boxes(records, quarantine)
-        elif self.region_metadata is not None:
-            records = self._given_boxes(records, quarantine)
+            return self._boxes(records, quarantine)  # type: ignore[arg-type]
+        if self.region_metadata is not None:
+            return self._given_boxes(records, quarantine)
+        return records
 
-        regions = [r for _, rec in records for r in rec.bbox_info]
+    def add_negatives(self, records: list[FineHARDRecord], quarantine: list[Quarantined]) -> list[FineHARDRecord]:
+        """Stage 3: hard negatives for every region; a record whose negatives failed goes to ``quarantine``."""
+        assert self.negatives is not None, "built without the negatives stage"
+        regions = [r for rec in records for r in rec.bbox_info]
         errors = assign_negatives(regions, self.negatives, self.cfg.negatives.n) if regions else {}
         kept: list[FineHARDRecord] = []
-        for _, rec in records:
+        for rec in records:
             bad = [e for e in (errors.get(r.short_expr) for r in rec.bbox_info) if e]
             if bad:
                 quarantine.append(Quarantined(rec.id, rec.f_path, "negatives", bad[0], rec.to_dict()))
             else:
                 kept.append(rec)
-        return kept, quarantine
+        return kept
 
     def _boxes(self, records: list[tuple[LoadedImage, FineHARDRecord]], quarantine: list[Quarantined]
                ) -> list[tuple[LoadedImage, FineHARDRecord]]:
@@ -189,8 +220,8 @@ class Annotator:
             out.append((img, rec))
         return out
 
-    def _given_boxes(self, records: list[tuple[LoadedImage, FineHARDRecord]], quarantine: list[Quarantined]
-                     ) -> list[tuple[LoadedImage, FineHARDRecord]]:
+    def _given_boxes(self, records: list[tuple[LoadedImage | None, FineHARDRecord]],
+                     quarantine: list[Quarantined]) -> list[tuple[LoadedImage | None, FineHARDRecord]]:
         """boxes.backend=metadata: the regions (phrases, boxes) that come with the images."""
         assert self.region_metadata is not None
         out = []
