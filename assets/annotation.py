@@ -1,7 +1,7 @@
 """The annotation of one image batch in three stages, each reading the previous stage's records:
 long captions -> region boxes (phrases, boxes, region captions) -> hard negatives (``fgclip_core.annotate``)."""
 
-from dagster import AssetExecutionContext, Backoff, MaterializeResult, RetryPolicy, asset
+from dagster import AssetExecutionContext, Backoff, Failure, MaterializeResult, RetryPolicy, asset
 
 from orchestration.data_resources import AnnotationResource, DataStoreResource
 from orchestration.partitions import image_batches
@@ -17,13 +17,21 @@ def run_stage(context: AssetExecutionContext, stage: str, asset_name: str, upstr
               annotation: AnnotationResource, data: DataStoreResource) -> MaterializeResult:
     from fgclip_core import storage
     from fgclip_core.annotate.pipeline import read_records
-    from fgclip_core.annotate.stages import QUARANTINE_DIR, RECORDS_DIR, run_stage
+    from fgclip_core.annotate.stages import QUARANTINE_DIR, RECORDS_DIR, EndpointUnavailableError, run_stage
 
     batch = context.partition_key
     cfg = annotation.config(upstream.images_uri)
     out = data.new_version(asset_name, batch, context.run_id)
     previous = None if stage == "captions" else upstream.uri
-    summary = run_stage(stage, cfg, upstream.images_uri, out, previous)
+    try:
+        summary = run_stage(stage, cfg, upstream.images_uri, out, previous)
+    except EndpointUnavailableError as e:
+        attempt = context.retry_number + 1
+        if context.retry_number < ENDPOINT_RETRY.max_retries:
+            context.log.warning("%s (attempt %d of %d; retrying)", e, attempt, ENDPOINT_RETRY.max_retries + 1)
+            raise
+        # the last attempt: the run fails with the endpoint in its message (not only "max retries exceeded")
+        raise Failure(description=f"batch {batch}: {e} (after {attempt} attempts)", allow_retries=False) from None
     batch_images = upstream.counts.get("batch_images", upstream.counts.get("images", summary.inputs))
     counts = {"in": summary.inputs, "out": summary.records, "quarantined": summary.quarantined,
               "batch_images": batch_images, "regions": summary.regions,

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from assets.data import training_shards, validated_records
 from assets.evaluation import evaluation
+from orchestration.partitions import image_batches
 from orchestration.refs import RecordsRef, ShardSetRef
 from orchestration.resources import EVAL, WorkspaceResource
 
@@ -30,7 +31,7 @@ def quarantine_gate(ref: RecordsRef, max_ratio: float) -> AssetCheckResult:
                   "quarantined": quarantined, "kept": ref.counts.get("out", 0)})
 
 
-@asset_check(asset=validated_records, blocking=True,
+@asset_check(asset=validated_records, blocking=True, partitions_def=image_batches,
              description="The share of the batch that was quarantined stays at or below max_quarantine_ratio.")
 def quarantine_ratio_below_threshold(context: AssetCheckExecutionContext, config: QuarantineGateConfig,
                                      validated_records: RecordsRef) -> AssetCheckResult:
@@ -54,7 +55,7 @@ def manifest_gate(ref: ShardSetRef) -> AssetCheckResult:
                                       "problems": problems[:20], "problem_count": len(problems)})
 
 
-@asset_check(asset=training_shards, blocking=True,
+@asset_check(asset=training_shards, blocking=True, partitions_def=image_batches,
              description="manifest.json is intact, is the one materialised, and every listed shard has the "
                          "recorded size and sha256.")
 def shards_manifest_verifies(context: AssetCheckExecutionContext, training_shards: ShardSetRef) -> AssetCheckResult:

@@ -1,5 +1,6 @@
 """The Dagster code location loads, validates with the CLI, and wires the assets in pipeline order."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def test_lineage_follows_the_pipeline():
     g = _graph()
     parents = {k.path[-1]: {p.path[-1] for p in g.get(k).parent_keys} for k in g.get_all_asset_keys()}
     chain = ["raw_images", *DATA[1:]]
-    for up, down in zip(chain, chain[1:], strict=False):
+    for up, down in itertools.pairwise(chain):
         assert parents[down] == {up}, down
     assert parents["raw_images"] == set()
     assert "training_shards" in parents["trained_model"]

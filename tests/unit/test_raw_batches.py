@@ -20,7 +20,7 @@ def test_the_sample_lands_as_two_batches_once(tmp_path):
     assert land_sample_batch(str(raw), 1) == one and one.endswith("batch-0001") and two.endswith("batch-0002")
     assert (raw / "batch-0001" / "metadata.jsonl").stat().st_mtime_ns == before
     assert not [p for p in raw.iterdir() if p.name.startswith(".")]
-    with pytest.raises(ValueError, match="batches 1..2"):
+    with pytest.raises(ValueError, match=r"batches 1\.\.2"):
         land_sample_batch(str(raw), 3)
 
 
