@@ -2,8 +2,16 @@
 
 import json
 import math
+import warnings
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, Config, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    Config,
+    PreviewWarning,
+    asset_check,
+)
 from pydantic import Field
 
 from assets.data import training_shards, validated_records
@@ -11,6 +19,18 @@ from assets.evaluation import evaluation
 from orchestration.partitions import image_batches
 from orchestration.refs import RecordsRef, ShardSetRef
 from orchestration.resources import EVAL, WorkspaceResource
+
+
+def _per_batch_check(**kwargs):
+    """``asset_check`` partitioned like its asset, so that it reads that batch's reference (partitioned
+    checks are a preview feature in Dagster 1.13: its warning is silenced here, once)."""
+
+    def decorate(fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PreviewWarning)
+            return asset_check(partitions_def=image_batches, **kwargs)(fn)
+
+    return decorate
 
 
 class QuarantineGateConfig(Config):
@@ -31,7 +51,7 @@ def quarantine_gate(ref: RecordsRef, max_ratio: float) -> AssetCheckResult:
                   "quarantined": quarantined, "kept": ref.counts.get("out", 0)})
 
 
-@asset_check(asset=validated_records, blocking=True, partitions_def=image_batches,
+@_per_batch_check(asset=validated_records, blocking=True,
              description="The share of the batch that was quarantined stays at or below max_quarantine_ratio.")
 def quarantine_ratio_below_threshold(context: AssetCheckExecutionContext, config: QuarantineGateConfig,
                                      validated_records: RecordsRef) -> AssetCheckResult:
@@ -55,7 +75,7 @@ def manifest_gate(ref: ShardSetRef) -> AssetCheckResult:
                                       "problems": problems[:20], "problem_count": len(problems)})
 
 
-@asset_check(asset=training_shards, blocking=True, partitions_def=image_batches,
+@_per_batch_check(asset=training_shards, blocking=True,
              description="manifest.json is intact, is the one materialised, and every listed shard has the "
                          "recorded size and sha256.")
 def shards_manifest_verifies(context: AssetCheckExecutionContext, training_shards: ShardSetRef) -> AssetCheckResult:

@@ -4,7 +4,7 @@
 the pool limits, so ``dagster dev`` / ``dagster-daemon`` start without the "No dagster instance configuration
 file" warning and with:
 
-- SQLite storage in ``DAGSTER_HOME`` (runs, event logs, schedules);
+- SQLite storage in that folder (runs, event logs, schedules);
 - a run queue (``QueuedRunCoordinator``): at most ``max_concurrent_runs`` runs at once;
 - run retries for runs whose worker crashed (asset failures are retried by the assets' own retry policies);
 - concurrency pools at op granularity: ``training`` 1 (one training at a time), ``annotation_endpoint`` 2.
@@ -15,6 +15,7 @@ file" warning and with:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from orchestration import settings
@@ -25,8 +26,7 @@ TEMPLATE = """\
 # Written by orchestration/instance.py (python -m orchestration.instance); edits are overwritten there.
 storage:
   sqlite:
-    base_dir:
-      env: DAGSTER_HOME
+    base_dir: {home}
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
@@ -48,10 +48,10 @@ telemetry:
 """
 
 
-def dagster_yaml(max_concurrent_runs: int = 4, max_retries: int = 2, dequeue_interval_s: int = 5) -> str:
+def dagster_yaml(home: Path, max_concurrent_runs: int = 4, max_retries: int = 2, dequeue_interval_s: int = 5) -> str:
     if max_concurrent_runs < 1 or max_retries < 0 or dequeue_interval_s < 1:
         raise ValueError("max_concurrent_runs >= 1, max_retries >= 0 and dequeue_interval_s >= 1 are needed")
-    return TEMPLATE.format(max_concurrent_runs=max_concurrent_runs, max_retries=max_retries,
+    return TEMPLATE.format(home=json.dumps(str(home)), max_concurrent_runs=max_concurrent_runs, max_retries=max_retries,
                            dequeue_interval_s=dequeue_interval_s)
 
 
@@ -62,7 +62,7 @@ def prepare_dagster_home(home: str | Path | None = None, *, pool_limits: dict[st
 
     root = Path(home).resolve() if home is not None else settings.dagster_home()
     root.mkdir(parents=True, exist_ok=True)
-    text = dagster_yaml(**yaml_settings)
+    text = dagster_yaml(root, **yaml_settings)
     target = root / "dagster.yaml"
     if not (target.is_file() and target.read_text() == text):
         tmp = target.with_suffix(".yaml.tmp")
@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", help="default: $DAGSTER_HOME or <FGCLIP_HOME>/dagster_home")
     p.add_argument("--max-concurrent-runs", type=int, default=4)
     p.add_argument("--max-retries", type=int, default=2)
+    p.add_argument("--dequeue-interval", type=int, default=5, help="seconds between looks at the run queue")
     args = p.parse_args(argv)
     root = prepare_dagster_home(args.home, max_concurrent_runs=args.max_concurrent_runs,
-                                max_retries=args.max_retries)
+                                max_retries=args.max_retries, dequeue_interval_s=args.dequeue_interval)
     print(f"DAGSTER_HOME={root} (dagster.yaml written; pools: "
           + ", ".join(f"{k}={v}" for k, v in DEFAULT_POOL_LIMITS.items()) + ")")
     return 0

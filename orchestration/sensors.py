@@ -19,6 +19,7 @@ from dagster import (
     SensorResult,
     SkipReason,
     define_asset_job,
+    in_process_executor,
     sensor,
 )
 
@@ -31,8 +32,11 @@ from orchestration.partitions import image_batches
 
 DATA_ASSETS = [raw_images, long_captions, region_boxes, hard_negatives, validated_records, training_shards]
 
+# in one process: the stages of a batch run one after the other anyway, and a process per step costs
+# seconds of imports each (batches still run in parallel, as separate runs, up to the run queue's limit)
 annotate_batch_job = define_asset_job(
     "annotate_batch", selection=AssetSelection.assets(*DATA_ASSETS), partitions_def=image_batches,
+    executor_def=in_process_executor,
     description="One image batch: raw images -> long captions -> region boxes -> hard negatives -> "
                 "validated records -> training shards (with the quarantine and manifest gates).")
 
