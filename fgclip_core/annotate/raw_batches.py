@@ -4,17 +4,20 @@ Each batch (``<source>/<batch>/``) holds images (any depth) and optionally a ``m
 text / labelled boxes (what ``captions.metadata_file`` and ``boxes.backend=metadata`` read). A batch name
 is a partition key, so it must match :data:`BATCH_NAME`; names starting with ``.`` or ``_`` are still
 landing (or private) and are not listed. ``snapshot_batch`` copies a batch into an immutable folder
-(images and metadata only), so later changes to the source never alter what was annotated.
+(images and metadata only), so later changes to the source never alter what was annotated; metadata
+lines no image can be matched by (not JSON, no ``file_name``) are left out and reported, not fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fgclip_core import storage
 from fgclip_core.annotate.config import PipelineConfig
@@ -36,6 +39,32 @@ class BatchSnapshot:
     ignored_files: int
     bytes: int
     sha256: str  # over (relative path, file sha256) of every copied file, sorted by path
+    metadata_rejected: list[dict[str, Any]] = field(default_factory=list)  # {"line", "reason", "text"}
+
+
+def split_metadata(data: bytes, where: str) -> tuple[bytes, list[dict[str, Any]]]:
+    """The metadata lines an image can be matched by (a JSON object with a ``file_name`` or ``f_path``
+    string), and the others with the reason, so that one bad line does not stop the whole batch."""
+    kept: list[bytes] = []
+    rejected: list[dict[str, Any]] = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+            key = row.get("file_name") or row.get("f_path") if isinstance(row, dict) else None
+            reason = None if isinstance(key, str) else "needs a 'file_name' or 'f_path' string"
+        except UnicodeDecodeError as e:
+            reason = f"not UTF-8: {e.reason}"
+        except json.JSONDecodeError as e:
+            reason = f"not JSON: {e.msg}"
+        if reason is None:
+            kept.append(raw.rstrip(b"\r"))
+        else:
+            log.warning("%s:%d: metadata line skipped: %s", where, n, reason)
+            rejected.append({"id": f"{METADATA_NAME}:{n}", "line": n, "reason": reason,
+                             "text": raw[:300].decode("utf-8", "replace")})
+    return b"".join(line + b"\n" for line in kept), rejected
 
 
 def _files(url: str) -> tuple[object, str, list[str]]:
@@ -94,6 +123,7 @@ def snapshot_batch(batch_url: str, dest_url: str, extensions: Sequence[str] | No
     dst_fs.makedirs(dst_base, exist_ok=True)
     h = hashlib.sha256()
     images = ignored = metadata_rows = total = 0
+    rejected: list[dict[str, Any]] = []
     for rel in rels:
         is_meta = rel == METADATA_NAME
         if not (is_meta or rel.lower().endswith(exts)):
@@ -101,7 +131,9 @@ def snapshot_batch(batch_url: str, dest_url: str, extensions: Sequence[str] | No
             continue
         with src_fs.open(f"{src_base}/{rel}", "rb") as f:
             data = f.read()
-        if not is_meta:
+        if is_meta:
+            data, rejected = split_metadata(data, f"{batch_url.rstrip('/')}/{rel}")
+        else:
             dst_fs.makedirs(f"{dst_base}/{rel}".rsplit("/", 1)[0], exist_ok=True)
         with dst_fs.open(f"{dst_base}/{rel}", "wb") as f:
             f.write(data)
@@ -111,4 +143,4 @@ def snapshot_batch(batch_url: str, dest_url: str, extensions: Sequence[str] | No
             metadata_rows = sum(1 for line in data.splitlines() if line.strip())
         else:
             images += 1
-    return BatchSnapshot(dest_url, images, metadata_rows, ignored, total, h.hexdigest())
+    return BatchSnapshot(dest_url, images, metadata_rows, ignored, total, h.hexdigest(), rejected)

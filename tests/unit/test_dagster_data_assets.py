@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -93,31 +94,43 @@ def test_rematerialising_a_batch_replaces_only_that_batch(two_batches):
 
 
 def _bad_batch(raw: Path, good: Path, broken: int) -> None:
+    """The good batch's images plus ``broken`` undecodable files; one metadata line that is not JSON, and
+    one image whose labelled regions are malformed."""
     dest = raw / "bad"
     shutil.copytree(good, dest)
     for i in range(broken):
         (dest / f"broken-{i}.jpg").write_bytes(b"\xff\xd8 truncated " + bytes([i]))
+    meta = dest / "metadata.jsonl"
+    lines = meta.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["regions"] = [{"bbox": "not a box", "phrase": "x"}]
+    meta.write_text("\n".join([json.dumps(row), *lines[1:], "{not json", ""]))
 
 
 def test_a_bad_batch_is_quarantined_and_the_gate_fails_only_above_the_ratio(two_batches, tmp_path):
     instance, raw0, _, _ = two_batches
     raw, data = tmp_path / "raw", tmp_path / "data"
-    _bad_batch(raw, raw0 / "batch-0002", broken=2)  # 2 of 8 images: 0.25
+    _bad_batch(raw, raw0 / "batch-0002", broken=2)  # 2 + 1 of 8 images lost: 0.375
     instance.add_dynamic_partitions("image_batches", ["bad"])
     result = _run(instance, raw, data, "bad")
+    m = _meta(result, "raw_images")
+    assert (m["images"], m["metadata_rows"], m["metadata_rows_rejected"]) == (8, 6, 1)
+    assert "not JSON" in m["preview"]
     m = _meta(result, "long_captions")
     assert (m["in"], m["out"], m["quarantined"], m["quarantined_by_reason"]) == (8, 6, 2, {"decode": 2})
     assert "broken-0.jpg" in m["preview"]
-    assert _meta(result, "validated_records")["batch_quarantine_ratio"] == pytest.approx(0.25)
+    m = _meta(result, "region_boxes")
+    assert (m["in"], m["out"], m["quarantined"], m["quarantined_by_reason"]) == (6, 5, 1, {"boxes": 1})
+    assert _meta(result, "validated_records")["batch_quarantine_ratio"] == pytest.approx(3 / 8)
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_ratio_below_threshold"]
-    assert not check.passed and check.metadata["quarantined"].value == 2
+    assert not check.passed and check.metadata["quarantined"].value == 3
     assert not result.asset_materializations_for_node("training_shards")  # the blocking gate stopped it
 
     looser = {**FAST, "ops": {**FAST["ops"], "validated_records_quarantine_ratio_below_threshold": {
-        "config": {"max_quarantine_ratio": 0.3}}}}
+        "config": {"max_quarantine_ratio": 0.4}}}}
     again = _run(instance, raw, data, "bad", run_config=looser)
     assert again.success, [e.message for e in again.all_events if e.is_failure]
-    assert _meta(again, "training_shards")["samples"] == 6
+    assert _meta(again, "training_shards")["samples"] == 5
 
 
 def test_an_unreachable_caption_endpoint_is_retried_then_fails_naming_it(two_batches, tmp_path):

@@ -51,3 +51,16 @@ def test_snapshot_copies_images_and_metadata_only_and_stays_inside(tmp_path):
     assert "link.png" not in copied and "notes.txt" not in copied and "metadata.jsonl" in copied
     again = snapshot_batch(str(batch), str(tmp_path / "copy2"))
     assert again.sha256 == snap.sha256 and len(snap.sha256) == 64
+
+
+def test_metadata_lines_no_image_can_match_are_left_out_and_reported(tmp_path):
+    raw = tmp_path / "raw"
+    land_sample_batch(str(raw), 2)
+    meta = raw / "batch-0002" / "metadata.jsonl"
+    good = meta.read_bytes()
+    meta.write_bytes(good + b"{broken\n" + b'{"caption": "no key"}\n' + b"\xff\xfe\n" + b"[1, 2]\n")
+    snap = snapshot_batch(str(raw / "batch-0002"), str(tmp_path / "copy"))
+    assert snap.metadata_rows == 6 and (tmp_path / "copy" / "metadata.jsonl").read_bytes() == good
+    assert [r["line"] for r in snap.metadata_rejected] == [7, 8, 9, 10]
+    assert [r["reason"].split(":")[0] for r in snap.metadata_rejected] == [
+        "not JSON", "needs a 'file_name' or 'f_path' string", "not UTF-8", "needs a 'file_name' or 'f_path' string"]
