@@ -1,4 +1,5 @@
-"""The per-batch data assets materialised in-process on the sample batches (ephemeral instance)."""
+"""The per-batch data assets materialised in-process on the sample batches (ephemeral instance; about a
+minute on 2 cores: every stage decodes the real photos)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from orchestration.data_resources import AnnotationResource, DataStoreResource, 
 from orchestration.definitions import DATA_ASSETS, data_resources
 from orchestration.refs import RecordsRef, ShardSetRef, ref_from_json
 
+pytestmark = pytest.mark.integration
 NAMES = [a.key.path[-1] for a in DATA_ASSETS]
 FAST = {"ops": {"training_shards": {"config": {"store_token_ids": False}}}}
 
