@@ -13,7 +13,7 @@ ENDPOINT_RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL
 POOL = "annotation_endpoint"  # at most the pool's limit of steps call the annotation endpoint at once
 
 
-def run_stage(context: AssetExecutionContext, stage: str, asset_name: str, upstream: RecordsRef,
+def annotate_stage(context: AssetExecutionContext, stage: str, asset_name: str, upstream: RecordsRef,
               annotation: AnnotationResource, data: DataStoreResource) -> MaterializeResult:
     from fgclip_core import storage
     from fgclip_core.annotate.pipeline import read_records
@@ -21,10 +21,10 @@ def run_stage(context: AssetExecutionContext, stage: str, asset_name: str, upstr
 
     batch = context.partition_key
     cfg = annotation.config(upstream.images_uri)
-    out = data.new_version(asset_name, batch, context.run_id)
     previous = None if stage == "captions" else upstream.uri
     try:
-        summary = run_stage(stage, cfg, upstream.images_uri, out, previous)
+        with data.writing(asset_name, batch, context.run_id) as out:
+            summary = run_stage(stage, cfg, upstream.images_uri, out, previous)
     except EndpointUnavailableError as e:
         attempt = context.retry_number + 1
         if context.retry_number < ENDPOINT_RETRY.max_retries:
@@ -54,7 +54,7 @@ def run_stage(context: AssetExecutionContext, stage: str, asset_name: str, upstr
                    "or a vision-language endpoint. Images that do not decode or get no caption are quarantined.")
 def long_captions(context: AssetExecutionContext, raw_images: RecordsRef, annotation: AnnotationResource,
                   data: DataStoreResource) -> MaterializeResult:
-    return run_stage(context, "captions", "long_captions", raw_images, annotation, data)
+    return annotate_stage(context, "captions", "long_captions", raw_images, annotation, data)
 
 
 @asset(group_name="annotation", kinds={"python"}, partitions_def=image_batches, io_manager_key="ref_io_manager",
@@ -63,7 +63,7 @@ def long_captions(context: AssetExecutionContext, raw_images: RecordsRef, annota
                    "(metadata.jsonl) or a detector; a record whose boxes fail is quarantined.")
 def region_boxes(context: AssetExecutionContext, long_captions: RecordsRef, annotation: AnnotationResource,
                  data: DataStoreResource) -> MaterializeResult:
-    return run_stage(context, "regions", "region_boxes", long_captions, annotation, data)
+    return annotate_stage(context, "regions", "region_boxes", long_captions, annotation, data)
 
 
 @asset(group_name="annotation", kinds={"python"}, partitions_def=image_batches, io_manager_key="ref_io_manager",
@@ -71,5 +71,5 @@ def region_boxes(context: AssetExecutionContext, long_captions: RecordsRef, anno
        description="Hard negatives for every region (rule-based by default, or an LLM endpoint).")
 def hard_negatives(context: AssetExecutionContext, region_boxes: RecordsRef, annotation: AnnotationResource,
                    data: DataStoreResource) -> MaterializeResult:
-    return run_stage(context, "negatives", "hard_negatives", region_boxes, annotation, data)
+    return annotate_stage(context, "negatives", "hard_negatives", region_boxes, annotation, data)
 

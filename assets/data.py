@@ -32,8 +32,8 @@ def validated_records(context: AssetExecutionContext, hard_negatives: RecordsRef
     from fgclip_core.data.pipeline import KEPT_NAME, QUARANTINE_NAME, validate_annotations
 
     batch = context.partition_key
-    out = data.new_version("validated_records", batch, context.run_id)
-    summary = validate_annotations(storage.join(hard_negatives.uri, "records"), hard_negatives.images_uri, out)
+    with data.writing("validated_records", batch, context.run_id) as out:
+        summary = validate_annotations(storage.join(hard_negatives.uri, "records"), hard_negatives.images_uri, out)
     batch_images = hard_negatives.counts.get("batch_images", summary.total)
     counts = {"in": summary.total, "out": summary.kept, "quarantined": summary.quarantined,
               "batch_images": batch_images, "batch_quarantined": max(0, batch_images - summary.kept)}
@@ -70,12 +70,12 @@ def training_shards(context: AssetExecutionContext, config: ShardsConfig, valida
     from fgclip_core.model.processing import clip_tokenizer
 
     batch = context.partition_key
-    out = data.new_version("training_shards", batch, context.run_id)
     cfg = DataConfig(shards=ShardConfig(samples_per_shard=config.samples_per_shard))
     tokenizer = clip_tokenizer() if config.store_token_ids else None
     try:
-        result = build_shards(storage.join(validated_records.uri, KEPT_NAME), validated_records.images_uri, out, cfg,
-                              tokenizer=tokenizer)
+        with data.writing("training_shards", batch, context.run_id) as out:
+            result = build_shards(storage.join(validated_records.uri, KEPT_NAME), validated_records.images_uri,
+                                  out, cfg, tokenizer=tokenizer)
     except NothingUsableError as e:
         raise Failure(description=f"batch {batch}: {e}", allow_retries=False) from None
     m = result.manifest

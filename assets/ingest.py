@@ -19,8 +19,8 @@ def raw_images(context: AssetExecutionContext, raw_source: RawSourceResource,
     from fgclip_core.annotate.raw_batches import snapshot_batch
 
     batch = context.partition_key
-    out = data.new_version("raw_images", batch, context.run_id)
-    snap = snapshot_batch(raw_source.batch_url(batch), out)
+    with data.writing("raw_images", batch, context.run_id) as out:
+        snap = snapshot_batch(raw_source.batch_url(batch), out)
     ref = RecordsRef(uri=out, sha256=snap.sha256, partition=batch, images_uri=out,
                      counts={"images": snap.images, "metadata_rows": snap.metadata_rows,
                              "metadata_rows_rejected": len(snap.metadata_rejected),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from dagster import ConfigurableResource
@@ -66,6 +68,19 @@ class DataStoreResource(ConfigurableResource):
         now = time.time()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
         return storage.join(self.resolved_url(), asset, partition, f"{stamp}-{run_id[:8]}")
+
+    @contextmanager
+    def writing(self, asset: str, partition: str, run_id: str) -> Iterator[str]:
+        """A new version folder for the body of the ``with``; removed again when the body raises, so a
+        failed attempt leaves nothing a later reader or the retention count could take for a version."""
+        url = self.new_version(asset, partition, run_id)
+        try:
+            yield url
+        except BaseException:
+            fs, path = storage.filesystem(url)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            raise
 
     def prune(self, asset: str, partition: str, keep_url: str) -> list[str]:
         """Remove all but the newest ``keep_versions`` versions (never ``keep_url``); returns what was removed."""

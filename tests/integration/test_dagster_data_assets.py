@@ -151,3 +151,5 @@ def test_an_unreachable_caption_endpoint_is_retried_then_fails_naming_it(two_bat
     message = failure.step_failure_data.user_failure_data.description
     assert f"caption endpoint {url}" in message and "after 3 attempts" in message
     assert not result.asset_materializations_for_node("long_captions")
+    failed = tmp_path / "data" / "long_captions" / "batch-0002"
+    assert not (failed.exists() and list(failed.iterdir())), "a failed attempt left a version folder"
