@@ -123,6 +123,7 @@ def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n:
 
 
 STAGES = ("captions", "regions", "negatives")  # what one chunk goes through, in order
+Pair = tuple[LoadedImage | None, FineHARDRecord]  # a record and its loaded picture (None: not needed)
 
 
 class Annotator:
@@ -160,9 +161,9 @@ class Annotator:
 
     def _chunk(self, loaded: list[LoadedImage], quarantine: list[Quarantined]
                ) -> tuple[list[FineHARDRecord], list[Quarantined]]:
-        pairs = self.caption_images(loaded, quarantine)
-        pairs = self.add_regions(pairs, quarantine)
-        return self.add_negatives([rec for _, rec in pairs], quarantine), quarantine
+        captioned = self.caption_images(loaded, quarantine)
+        with_regions = self.add_regions(captioned, quarantine)
+        return self.add_negatives([rec for _, rec in with_regions], quarantine), quarantine
 
     # -- the stages, each usable alone ----------------------------------------------------------
     def caption_images(self, loaded: list[LoadedImage], quarantine: list[Quarantined]
@@ -180,15 +181,19 @@ class Annotator:
             records.append((img, rec))
         return records
 
-    def add_regions(self, records: list[tuple[LoadedImage | None, FineHARDRecord]], quarantine: list[Quarantined]
-                    ) -> list[tuple[LoadedImage | None, FineHARDRecord]]:
+    def add_regions(self, records: Sequence[Pair], quarantine: list[Quarantined]) -> list[Pair]:
         """Stage 2: phrases + boxes (a detector: needs the images) or the regions that come with the images
         (``boxes.backend=metadata``: images not needed, None is fine); ``none``: records pass unchanged."""
         if self.detector is not None:
-            return self._boxes(records, quarantine)  # type: ignore[arg-type]
+            missing = [rec.id for img, rec in records if img is None]
+            if missing:
+                raise ValueError(f"boxes.backend={self.cfg.boxes.backend} looks at the pictures: no image "
+                                 f"given for {missing[:5]}")
+            loaded = [(img, rec) for img, rec in records if img is not None]
+            return [(img, rec) for img, rec in self._boxes(loaded, quarantine)]
         if self.region_metadata is not None:
-            return self._given_boxes(records, quarantine)
-        return records
+            return self._given_boxes(list(records), quarantine)
+        return list(records)
 
     def add_negatives(self, records: list[FineHARDRecord], quarantine: list[Quarantined]) -> list[FineHARDRecord]:
         """Stage 3: hard negatives for every region; a record whose negatives failed goes to ``quarantine``."""
@@ -220,8 +225,7 @@ class Annotator:
             out.append((img, rec))
         return out
 
-    def _given_boxes(self, records: list[tuple[LoadedImage | None, FineHARDRecord]],
-                     quarantine: list[Quarantined]) -> list[tuple[LoadedImage | None, FineHARDRecord]]:
+    def _given_boxes(self, records: list[Pair], quarantine: list[Quarantined]) -> list[Pair]:
         """boxes.backend=metadata: the regions (phrases, boxes) that come with the images."""
         assert self.region_metadata is not None
         out = []

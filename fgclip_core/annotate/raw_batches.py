@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import fsspec
+
 from fgclip_core import storage
 from fgclip_core.annotate.config import PipelineConfig
 
@@ -67,7 +69,7 @@ def split_metadata(data: bytes, where: str) -> tuple[bytes, list[dict[str, Any]]
     return b"".join(line + b"\n" for line in kept), rejected
 
 
-def _files(url: str) -> tuple[object, str, list[str]]:
+def _files(url: str) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
     """(fs, base path, relative paths of the plain files under url); local links leading outside are dropped."""
     fs, base = storage.filesystem(url)
     base = base.rstrip("/")

@@ -24,7 +24,7 @@ from typing import Any
 
 from fgclip_core.annotate.config import AnnotateConfig
 from fgclip_core.annotate.images import ImageRef, LoadedImage, list_images
-from fgclip_core.annotate.pipeline import STAGES, Annotator, Quarantined, _write_jsonl, read_records
+from fgclip_core.annotate.pipeline import STAGES, Annotator, Pair, Quarantined, _write_jsonl, read_records
 from fgclip_core.data.records import FineHARDRecord
 from fgclip_core.storage import filesystem, join
 
@@ -119,16 +119,15 @@ class StageRunner:
         if self.stage == "captions":
             loaded, undecodable = a._load(chunk)
             quarantine.extend(undecodable)
-            pairs = a.caption_images(loaded, quarantine)
-            _endpoint_check(self.cfg, loaded, len(pairs), quarantine)
-            return [rec for _, rec in pairs]
+            captioned = a.caption_images(loaded, quarantine)
+            _endpoint_check(self.cfg, loaded, len(captioned), quarantine)
+            return [rec for _, rec in captioned]
         if self.stage == "regions":
             if a.detector is not None:  # a detector looks at the pictures: load them again
                 loaded, undecodable = a._load(_refs_for(chunk, self.root))
                 quarantine.extend(undecodable)
                 by_id = {img.ref.id: img for img in loaded}
-                pairs: list[tuple[LoadedImage | None, FineHARDRecord]] = [
-                    (by_id[r.id], r) for r in chunk if r.id in by_id]
+                pairs: list[Pair] = [(by_id[r.id], r) for r in chunk if r.id in by_id]
             else:
                 pairs = [(None, r) for r in chunk]
             return [rec for _, rec in a.add_regions(pairs, quarantine)]

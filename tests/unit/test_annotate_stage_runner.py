@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from fgclip_core.annotate.boxes import Detection
 from fgclip_core.annotate.captions import CaptionResult
 from fgclip_core.annotate.config import load_annotate_config
 from fgclip_core.annotate.pipeline import Annotator, read_quarantine, read_records
@@ -98,3 +99,34 @@ def test_a_caption_endpoint_failing_some_images_quarantines_them(batch, tmp_path
     annotator = Annotator(cfg, batch, out, captioner=_OneFails(), stages=("captions",))
     summary = StageRunner("captions", cfg, batch, out, annotator).run()
     assert (summary.records, summary.quarantined, summary.quarantined_by_stage) == (6, 1, {"captions": 1})
+
+
+class _Detector:
+    """Finds the first phrase of every image in its top-left quarter; fails on the image named ``fail``."""
+
+    def __init__(self, fail: str):
+        self.fail, self.seen = fail, []
+
+    def provenance(self):
+        return {"backend": "test", "model": "fake", "prompt_version": "none"}
+
+    def detect(self, images, queries):
+        self.seen.append(len(images))
+        return [f"boxes/test: cannot see {self.fail}" if i == 0 else [Detection(0, 0.9, (0.0, 0.0, 0.5, 0.5))]
+                for i, _ in enumerate(images)]
+
+
+def test_the_regions_stage_with_a_detector_reloads_the_pictures(batch, tmp_path):
+    images = tmp_path / "batch"
+    shutil.copytree(batch, images)
+    cfg = load_annotate_config(None, [f"captions.metadata_file={images}/metadata.jsonl"])
+    run_stage("captions", cfg, str(images), str(tmp_path / "captions"))
+    (images / "coins.png").write_bytes(b"gone bad")  # changed after captioning: the reload sees it
+    detector = _Detector("astronaut")
+    out = str(tmp_path / "regions")
+    annotator = Annotator(cfg, str(images), out, detector=detector, stages=("regions",))
+    summary = StageRunner("regions", cfg, str(images), out, annotator).run(str(tmp_path / "captions"))
+    assert detector.seen == [6]  # 7 records, one picture no longer decodes
+    assert (summary.inputs, summary.records, summary.quarantined) == (7, 5, 2)
+    assert summary.quarantined_by_stage == {"boxes": 1, "decode": 1}
+    assert all(len(r.bbox_info) == 1 for r in read_records(out))
