@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dagster import DagsterInstance
 
 from fgclip_core.sample.batches import land_sample_batch
 from orchestration.instance import prepare_dagster_home
@@ -58,12 +59,6 @@ REPOS = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name lo
 SENSOR = """
 query Sensor($sel: SensorSelector!) {
   sensorOrError(sensorSelector: $sel) { __typename ... on Sensor { sensorState { status } } }
-}"""
-PARTITIONS = """
-query Parts($sel: RepositorySelector!) {
-  repositoryOrError(repositorySelector: $sel) {
-    ... on Repository { jobs { name } }
-  }
 }"""
 
 
@@ -126,7 +121,7 @@ def servers(tmp_path):
         nodes = _wait("the code location", lambda: gql(REPOS)["repositoriesOrError"].get("nodes"), 150, 2)
         (repo,) = nodes
         sel = {"repositoryName": repo["name"], "repositoryLocationName": repo["location"]["name"]}
-        yield gql, sel, raw, logs
+        yield gql, sel, raw, logs, home
     finally:
         for p in procs:
             if p.poll() is None:
@@ -153,7 +148,7 @@ def _log_tail(logs: Path) -> str:
 
 
 def test_launch_through_graphql_then_the_sensor_runs_a_new_batch(servers):
-    gql, sel, raw, logs = servers
+    gql, sel, raw, logs, home = servers
     sensor = gql(SENSOR, sel={**sel, "sensorName": "raw_batches_sensor"})["sensorOrError"]
     assert sensor["sensorState"]["status"] == "RUNNING"  # on by default
 
@@ -186,6 +181,8 @@ def test_launch_through_graphql_then_the_sensor_runs_a_new_batch(servers):
     assert [r["status"] for r in done] == ["SUCCESS"], _log_tail(logs)
     tags = {t["key"]: t["value"] for t in done[0]["tags"]}
     assert tags.get("dagster/sensor_name") == "raw_batches_sensor" and tags.get("fgclip/batch") == "batch-0002"
+    with DagsterInstance.from_config(str(home)) as instance:  # the daemon's instance, read as the UI does
+        assert instance.get_dynamic_partitions("image_batches") == ["batch-0001", "batch-0002"]
     # the first batch was never run by the sensor: only our launch
     first = gql(RUNS, filter={"tags": [{"key": "dagster/partition", "value": "batch-0001"}]})
     assert [r["runId"] for r in first["runsOrError"]["results"]] == [run_id]
