@@ -1,6 +1,6 @@
 """Validated records (kept / quarantined with a reason each) and the WebDataset training shards of one batch."""
 
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from orchestration.data_resources import DataStoreResource
@@ -81,13 +81,14 @@ def training_shards(context: AssetExecutionContext, config: ShardsConfig, valida
     m = result.manifest
     ref = ShardSetRef(uri=out, sha256=m.manifest_sha256, manifest_uri=storage.join(out, "manifest.json"),
                       samples=m.total_samples, shards=m.num_shards, partition=batch,
-                      counts={"samples": m.total_samples, "shards": m.num_shards, "bytes": m.total_bytes,
-                              "quarantined": result.summary.quarantined})
+                      counts={"in": result.summary.total, "out": m.total_samples, "quarantined": result.summary.quarantined,
+                              "samples": m.total_samples, "shards": m.num_shards, "bytes": m.total_bytes})
     removed = data.prune("training_shards", batch, out)
     context.log.info("%s: %d samples in %d shard(s), manifest %s -> %s", batch, m.total_samples, m.num_shards,
                      m.manifest_sha256[:12], out)
     return MaterializeResult(value=ref, metadata={
-        **ref.counts, "size": f"{m.total_bytes / 1e6:.2f} MB", "token_ids_stored": m.tokens is not None,
+        **ref.counts, "quarantined_by_reason": MetadataValue.json(dict(sorted(result.summary.by_reason.items()))),
+        "size": f"{m.total_bytes / 1e6:.2f} MB", "token_ids_stored": m.tokens is not None,
         "manifest_sha256": m.manifest_sha256, "manifest": location(ref.manifest_uri), "uri": location(out),
         "old_versions_removed": len(removed),
         "quarantine": preview_markdown([], validated_records.images_uri,

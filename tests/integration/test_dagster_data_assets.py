@@ -67,6 +67,8 @@ def test_every_stage_materialises_each_batch_with_counts_and_a_preview(two_batch
         assert _meta(result, "region_boxes")["regions"] > 0
         assert "hard negatives" in _meta(result, "hard_negatives")["preview"]
         shards = _meta(result, "training_shards")
+        assert (shards["in"], shards["out"], shards["quarantined"], shards["quarantined_by_reason"]) == (
+            images, images, 0, {})
         ref = _ref(data, "training_shards", batch)
         assert isinstance(ref, ShardSetRef) and ref.partition == batch and ref.samples == images
         assert ref.sha256 == shards["manifest_sha256"] and Path(ref.manifest_uri).is_file()
