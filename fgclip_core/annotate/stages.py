@@ -9,8 +9,9 @@ Every stage writes, under its own ``out`` (a local folder or an fsspec URL, neve
 - ``summary.json``: the counts (:class:`StageSummary`).
 
 Every input (an image for ``captions``, a record for the others) ends up in exactly one of the two.
-A caption endpoint that answers nothing for a whole chunk is not a bad image: the stage raises
-:class:`EndpointUnavailableError` naming the endpoint (the orchestrator retries, then fails the batch).
+An endpoint (captions, boxes or LLM negatives) that answers nothing usable for a whole chunk is not bad
+data: the stage raises :class:`EndpointUnavailableError` naming the endpoint (the orchestrator retries,
+then fails the batch); when only some requests fail, those records are quarantined as usual.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fgclip_core.annotate.config import AnnotateConfig
-from fgclip_core.annotate.images import ImageRef, LoadedImage, list_images
+from fgclip_core.annotate.images import ImageRef, list_images
 from fgclip_core.annotate.pipeline import STAGES, Annotator, Pair, Quarantined, _write_jsonl, read_records
 from fgclip_core.data.records import FineHARDRecord
 from fgclip_core.storage import filesystem, join
@@ -61,14 +62,26 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i: i + size] for i in range(0, len(items), size)]
 
 
-def _endpoint_check(cfg: AnnotateConfig, loaded: list[LoadedImage], captioned: int,
+def uses_endpoint(cfg: AnnotateConfig, stage: str) -> bool:
+    """Whether ``stage`` asks the annotation endpoint (``endpoint.base_url``) with this config."""
+    return {"captions": cfg.captions.backend == "openai", "regions": cfg.boxes.backend == "openai",
+            "negatives": cfg.negatives.backend == "llm"}[stage]
+
+
+_WHAT = {"captions": "caption", "regions": "box", "negatives": "negatives"}
+
+
+def _endpoint_check(cfg: AnnotateConfig, stage: str, asked: int, answered: int,
                     quarantine: list[Quarantined]) -> None:
-    if cfg.captions.backend != "openai" or not loaded or captioned:
+    """A stage that asked the endpoint ``asked`` times and got nothing usable: the endpoint is down
+    (or misconfigured), not the data; raise naming it instead of quarantining the whole chunk."""
+    if not uses_endpoint(cfg, stage) or not asked or answered:
         return
-    last = next((q.reason for q in reversed(quarantine) if q.stage == "captions"), "no answer")
+    quarantined_stage = "boxes" if stage == "regions" else stage
+    last = next((q.reason for q in reversed(quarantine) if q.stage == quarantined_stage), "no answer")
     raise EndpointUnavailableError(
-        f"caption endpoint {cfg.endpoint.base_url} (model {cfg.endpoint.model!r}) answered none of "
-        f"{len(loaded)} image(s): {last}")
+        f"{_WHAT[stage]} endpoint {cfg.endpoint.base_url} (model {cfg.endpoint.model!r}) answered none of "
+        f"{asked} request(s) of this chunk: {last}")
 
 
 class StageRunner:
@@ -120,7 +133,7 @@ class StageRunner:
             loaded, undecodable = a._load(chunk)
             quarantine.extend(undecodable)
             captioned = a.caption_images(loaded, quarantine)
-            _endpoint_check(self.cfg, loaded, len(captioned), quarantine)
+            _endpoint_check(self.cfg, "captions", len(loaded), len(captioned), quarantine)
             return [rec for _, rec in captioned]
         if self.stage == "regions":
             if a.detector is not None:  # a detector looks at the pictures: load them again
@@ -130,8 +143,13 @@ class StageRunner:
                 pairs: list[Pair] = [(by_id[r.id], r) for r in chunk if r.id in by_id]
             else:
                 pairs = [(None, r) for r in chunk]
-            return [rec for _, rec in a.add_regions(pairs, quarantine)]
-        return a.add_negatives(list(chunk), quarantine)
+            found = [rec for _, rec in a.add_regions(pairs, quarantine)]
+            _endpoint_check(self.cfg, "regions", len(pairs), len(found), quarantine)
+            return found
+        kept = a.add_negatives(list(chunk), quarantine)
+        _endpoint_check(self.cfg, "negatives", sum(bool(r.bbox_info) for r in chunk),
+                        sum(bool(r.bbox_info) for r in kept), quarantine)
+        return kept
 
     def _write(self, ci: int, records: list[FineHARDRecord], quarantine: list[Quarantined]) -> None:
         name = f"chunk-{ci:05d}.jsonl"

@@ -82,8 +82,23 @@ def test_an_unreachable_caption_endpoint_fails_the_stage_naming_it(batch, tmp_pa
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     cfg = _cfg(batch, "captions.backend=openai", f"endpoint.base_url={url}", "endpoint.max_retries=0",
                "endpoint.connect_timeout_s=1")
-    with pytest.raises(EndpointUnavailableError, match=f"caption endpoint {url}.*none of 7 image"):
+    with pytest.raises(EndpointUnavailableError, match=f"caption endpoint {url}.*none of 7 request"):
         run_stage("captions", cfg, batch, str(tmp_path / "out"))
+
+
+def test_unreachable_box_and_negatives_endpoints_fail_their_stage(batch, tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    down = [f"endpoint.base_url={url}", "endpoint.max_retries=0", "endpoint.connect_timeout_s=1"]
+    captions = str(tmp_path / "captions")
+    run_stage("captions", _cfg(batch), batch, captions)
+    boxes = load_annotate_config(None, [f"captions.metadata_file={batch}/metadata.jsonl", "boxes.backend=openai",
+                                        *down])
+    with pytest.raises(EndpointUnavailableError, match=f"box endpoint {url}"):
+        run_stage("regions", boxes, batch, str(tmp_path / "regions-down"), captions)
+    regions = str(tmp_path / "regions")
+    run_stage("regions", _cfg(batch), batch, regions, captions)
+    with pytest.raises(EndpointUnavailableError, match=f"negatives endpoint {url}"):
+        run_stage("negatives", _cfg(batch, "negatives.backend=llm", *down), batch, str(tmp_path / "neg"), regions)
 
 
 class _OneFails:
