@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.fgclip/torch_extensions
 export FGCLIP_HOME ?= $(CURDIR)/.fgclip
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install cpu-allocator demo dagster-demo dagster-dev test test-unit test-integration lint bench clean
+.PHONY: install cpu-allocator demo dagster-home dagster-demo dagster-dev test test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,15 +41,19 @@ cpu-allocator:
 demo: $(STAMP)
 	$(PY) -m fgclip_core.demo
 
+# The embedded Dagster instance: DAGSTER_HOME/dagster.yaml (SQLite storage, run queue, run retries, pools
+# training=1 and annotation_endpoint=2), written by orchestration/instance.py.
+export DAGSTER_HOME ?= $(FGCLIP_HOME)/dagster_home
+dagster-home: $(STAMP)
+	$(PY) -m orchestration.instance
+
 # The same pipeline as Dagster assets (orchestration/definitions.py), run once from the command line.
-dagster-demo: $(STAMP)
-	mkdir -p .fgclip/dagster_home
-	DAGSTER_HOME=$(CURDIR)/.fgclip/dagster_home $(VENV)/bin/dagster job execute -m orchestration.definitions -j fgclip_pipeline
+dagster-demo: dagster-home
+	$(VENV)/bin/dagster job execute -m orchestration.definitions -j fgclip_pipeline
 
 # The Dagster UI (http://127.0.0.1:3000) with the daemon, for clicking materialisations.
-dagster-dev: $(STAMP)
-	mkdir -p .fgclip/dagster_home
-	DAGSTER_HOME=$(CURDIR)/.fgclip/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
+dagster-dev: dagster-home
+	$(VENV)/bin/dagster dev -w workspace.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -135,16 +135,30 @@ def assign_negatives(regions: Sequence[Region], generator: NegativeGenerator, n:
     return errors
 
 
+STAGES = ("captions", "regions", "negatives")  # what one chunk goes through, in order
+Pair = tuple[LoadedImage | None, FineHARDRecord]  # a record and its loaded picture (None: not needed)
+
+
 class Annotator:
+    """Captions -> phrases/boxes -> negatives. ``run`` does all three per chunk (``fgclip annotate``);
+    ``fgclip_core.annotate.stages`` runs them one at a time over the previous stage's records.
+    ``stages`` limits which backends are built (a detector or captioning model is heavy)."""
+
     def __init__(self, cfg: AnnotateConfig, images_root: str, out: str, *, captioner: Captioner | None = None,
-                 detector: Detector | None = None, negatives: NegativeGenerator | None = None):
+                 detector: Detector | None = None, negatives: NegativeGenerator | None = None,
+                 stages: Collection[str] = STAGES):
         self.cfg, self.root, self.out = cfg, images_root, out
-        self.captioner = captioner or build_captioner(cfg, images_root)
-        self.detector = detector if detector is not None else build_detector(cfg)
-        self.negatives = negatives or build_negatives(cfg)
-        self.region_metadata = build_region_metadata(cfg) if self.detector is None else None
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown annotation stage(s) {sorted(unknown)}; expected some of {list(STAGES)}")
+        self.captioner = captioner or (build_captioner(cfg, images_root) if "captions" in stages else None)
+        wants_regions = "regions" in stages
+        self.detector = detector if detector is not None else (build_detector(cfg) if wants_regions else None)
+        self.negatives = negatives or (build_negatives(cfg) if "negatives" in stages else None)
+        self.region_metadata = build_region_metadata(cfg) if self.detector is None and wants_regions else None
         self.phrases = RulePhraseExtractor(cfg.phrases)
         self.fingerprint = config_fingerprint(cfg)
+        self._images_fs: fsspec.AbstractFileSystem | None = None
 
     # -- one chunk ---------------------------------------------------------------------------
     def _load(self, refs: Sequence[ImageRef]) -> tuple[list[LoadedImage], list[Quarantined]]:
@@ -160,6 +174,15 @@ class Annotator:
 
     def _chunk(self, loaded: list[LoadedImage], quarantine: list[Quarantined]
                ) -> tuple[list[FineHARDRecord], list[Quarantined]]:
+        captioned = self.caption_images(loaded, quarantine)
+        with_regions = self.add_regions(captioned, quarantine)
+        return self.add_negatives([rec for _, rec in with_regions], quarantine), quarantine
+
+    # -- the stages, each usable alone ----------------------------------------------------------
+    def caption_images(self, loaded: list[LoadedImage], quarantine: list[Quarantined]
+                       ) -> list[tuple[LoadedImage, FineHARDRecord]]:
+        """Stage 1: a record with its long and short caption per image; failures go to ``quarantine``."""
+        assert self.captioner is not None, "built without the captions stage"
         records: list[tuple[LoadedImage, FineHARDRecord]] = []
         for img, cap in zip(loaded, self.captioner.caption(loaded), strict=True):
             rec = FineHARDRecord(id=img.ref.id, f_path=img.ref.f_path, width=img.width, height=img.height)
@@ -169,29 +192,42 @@ class Annotator:
             rec.caption, rec.short_caption = cap.caption, cap.short_caption
             rec.provenance.update(cap.provenance)
             records.append((img, rec))
+        return records
 
+    def add_regions(self, records: Sequence[Pair], quarantine: list[Quarantined]) -> list[Pair]:
+        """Stage 2: phrases + boxes (a detector: needs the images) or the regions that come with the images
+        (``boxes.backend=metadata``: images not needed, None is fine); ``none``: records pass unchanged."""
         if self.detector is not None:
-            records = self._boxes(records, quarantine)
-        elif self.region_metadata is not None:
-            records = self._given_boxes(records, quarantine)
+            missing = [rec.id for img, rec in records if img is None]
+            if missing:
+                raise ValueError(f"boxes.backend={self.cfg.boxes.backend} looks at the pictures: no image "
+                                 f"given for {missing[:5]}")
+            loaded = [(img, rec) for img, rec in records if img is not None]
+            return [(img, rec) for img, rec in self._boxes(loaded, quarantine)]
+        if self.region_metadata is not None:
+            return self._given_boxes(list(records), quarantine)
+        return list(records)
 
-        regions = [r for _, rec in records for r in rec.bbox_info]
+    def add_negatives(self, records: list[FineHARDRecord], quarantine: list[Quarantined]) -> list[FineHARDRecord]:
+        """Stage 3: hard negatives for every region; a record whose negatives failed goes to ``quarantine``."""
+        assert self.negatives is not None, "built without the negatives stage"
+        regions = [r for rec in records for r in rec.bbox_info]
         if regions and self.cfg.negatives.plausibility == "captions" and hasattr(self.negatives, "learn"):
-            self.negatives.learn([rec.caption for _, rec in records])  # this chunk's captions: resumable
-        groups = [rec.bbox_info for _, rec in records]
+            self.negatives.learn([rec.caption for rec in records])  # this chunk's captions: resumable
+        groups = [rec.bbox_info for rec in records]
         errors = assign_negatives(regions, self.negatives, self.cfg.negatives.n, groups) if regions else {}
         neg_prov = self.negatives.provenance() if regions else {}
-        for _, rec in records:
+        for rec in records:
             if rec.bbox_info:
                 rec.provenance["short_expr_negs"] = neg_prov
         kept: list[FineHARDRecord] = []
-        for _, rec in records:
+        for rec in records:
             bad = [e for e in (errors.get(r.short_expr) for r in rec.bbox_info) if e]
             if bad:
                 quarantine.append(Quarantined(rec.id, rec.f_path, "negatives", bad[0], rec.to_dict()))
             else:
                 kept.append(rec)
-        return kept, quarantine
+        return kept
 
     def _boxes(self, records: list[tuple[LoadedImage, FineHARDRecord]], quarantine: list[Quarantined]
                ) -> list[tuple[LoadedImage, FineHARDRecord]]:
@@ -209,8 +245,7 @@ class Annotator:
             out.append((img, rec))
         return out
 
-    def _given_boxes(self, records: list[tuple[LoadedImage, FineHARDRecord]], quarantine: list[Quarantined]
-                     ) -> list[tuple[LoadedImage, FineHARDRecord]]:
+    def _given_boxes(self, records: list[Pair], quarantine: list[Quarantined]) -> list[Pair]:
         """boxes.backend=metadata: the regions (phrases, boxes) that come with the images."""
         assert self.region_metadata is not None
         out = []

@@ -1,5 +1,6 @@
 """The Dagster code location loads, validates with the CLI, and wires the assets in pipeline order."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 from dagster import AssetKey
 
 from orchestration.definitions import ALL_ASSETS, defs
+from orchestration.partitions import image_batches
 from orchestration.resources import TrainingResource, WorkspaceResource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,41 +20,56 @@ def _graph():
     return defs.resolve_asset_graph()
 
 
-def test_definitions_load_with_job_checks_and_resources():
-    job = defs.resolve_job_def("fgclip_pipeline")
-    assert job.name == "fgclip_pipeline"
+DATA = ["raw_images", "long_captions", "region_boxes", "hard_negatives", "validated_records", "training_shards"]
+MODEL = ["base_checkpoint", "trained_model", "eval_benchmarks", "evaluation", "registered_model"]
+
+
+def test_definitions_load_with_jobs_checks_sensor_and_resources():
+    assert defs.resolve_job_def("fgclip_pipeline").name == "fgclip_pipeline"
     keys = {a.key for a in ALL_ASSETS}
-    assert keys == {K("raw_images"), K("annotated_records"), K("validated_records"), K("training_shards"),
-                    K("base_checkpoint"), K("trained_model"), K("eval_benchmarks"), K("evaluation"),
-                    K("registered_model")}
+    assert keys == {K(n) for n in DATA + MODEL}
     assert _graph().get_all_asset_keys() == keys
     checks = {(c.asset_key, c.name) for c in _graph().asset_check_keys}
-    assert checks == {(K("validated_records"), "quarantine_ratio_below_threshold"),
-                      (K("training_shards"), "shards_manifest_verifies"),
-                      (K("evaluation"), "evaluation_metrics_finite")}
+    assert {(K("validated_records"), "quarantine_ratio_below_threshold"),
+            (K("training_shards"), "shards_manifest_verifies")} <= checks
     assert all(_graph().get_check_spec(c).blocking for c in _graph().asset_check_keys)
-    assert {"workspace", "mlflow", "training", "pipes_subprocess_client"} <= set(defs.resources)
+    assert {"workspace", "mlflow", "training", "pipes_subprocess_client", "raw_source", "data", "annotation",
+            "ref_io_manager"} <= set(defs.resources)
+    assert defs.resolve_sensor_def("raw_batches_sensor").job_name == "annotate_batch"
+
+
+def test_the_data_assets_are_partitioned_per_image_batch_and_hand_refs_on():
+    g = _graph()
+    for name in DATA:
+        node = g.get(K(name))
+        assert node.partitions_def == image_batches, name
+        assert node.io_manager_key == "ref_io_manager", name
+    job = defs.resolve_job_def("annotate_batch")
+    assert job.partitions_def == image_batches
+    assert {k.path[-1] for k in job.asset_layer.executable_asset_keys} == set(DATA)
+    assert g.get(K("long_captions")).pools == {"annotation_endpoint"}
 
 
 def test_lineage_follows_the_pipeline():
     g = _graph()
-    parents = {k: {p for p in g.get(k).parent_keys} for k in g.get_all_asset_keys()}
-    assert parents == {
-        K("raw_images"): set(),
-        K("annotated_records"): {K("raw_images")},
-        K("validated_records"): {K("annotated_records")},
-        K("training_shards"): {K("validated_records")},
-        K("base_checkpoint"): set(),
-        K("trained_model"): {K("training_shards"), K("base_checkpoint")},
-        K("eval_benchmarks"): {K("raw_images")},
-        K("evaluation"): {K("trained_model"), K("base_checkpoint"), K("eval_benchmarks")},
-        K("registered_model"): {K("trained_model"), K("evaluation")},
-    }
-    order = [k for level in g.toposorted_asset_keys_by_level for k in level]
-    chain = ["raw_images", "annotated_records", "validated_records", "training_shards", "trained_model",
-             "evaluation", "registered_model"]
-    positions = [order.index(K(n)) for n in chain]
+    parents = {k.path[-1]: {p.path[-1] for p in g.get(k).parent_keys} for k in g.get_all_asset_keys()}
+    chain = ["raw_images", *DATA[1:]]
+    for up, down in itertools.pairwise(chain):
+        assert parents[down] == {up}, down
+    assert parents["raw_images"] == set()
+    assert "training_shards" in parents["trained_model"]
+    order = [k.path[-1] for level in g.toposorted_asset_keys_by_level for k in level]
+    positions = [order.index(n) for n in [*DATA, "trained_model"]]
     assert positions == sorted(positions)
+
+
+def test_dg_checks_the_project(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dg = Path(sys.executable).with_name("dg")
+    proc = subprocess.run([str(dg), "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "All definitions loaded successfully" in proc.stdout + proc.stderr
 
 
 def test_cli_validates_the_code_location(tmp_path):

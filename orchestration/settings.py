@@ -1,0 +1,70 @@
+"""The one place that holds the defaults of where things live (read from the environment at call time).
+
+Everything goes under ``.fgclip/`` of the working directory unless ``FGCLIP_HOME`` moves it:
+
+- ``fgclip_home()``: ``$FGCLIP_HOME`` or ``./.fgclip`` (absolute);
+- ``data_url()``: ``$FGCLIP_DATA_URL`` (a path or ``s3://`` URL) or ``<home>/data``: every asset's output;
+- ``raw_url()``: ``$FGCLIP_RAW_URL`` or ``<home>/raw/incoming``: the raw source whose direct subfolders
+  are image batches (the default is filled with the bundled sample's first batch on first use);
+- ``dagster_home()``: ``$DAGSTER_HOME`` or ``<home>/dagster_home``;
+- ``mlflow_tracking_uri()``: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<home>/mlflow.db``;
+- ``mlflow_ui_url()``: ``$MLFLOW_UI_URL`` or None (links then use the tracking URI when it is http(s));
+- ``sensor_interval_s()``: ``$FGCLIP_SENSOR_INTERVAL_S`` or 30: how often the raw-source sensor looks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_SENSOR_INTERVAL_S = 30
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def fgclip_home() -> Path:
+    return Path(_env("FGCLIP_HOME") or ".fgclip").resolve()
+
+
+def data_url() -> str:
+    return _env("FGCLIP_DATA_URL") or str(fgclip_home() / "data")
+
+
+def default_raw_url() -> str:
+    return str(fgclip_home() / "raw" / "incoming")
+
+
+def raw_url() -> str:
+    return _env("FGCLIP_RAW_URL") or default_raw_url()
+
+
+def raw_url_is_default() -> bool:
+    return _env("FGCLIP_RAW_URL") is None
+
+
+def dagster_home() -> Path:
+    return Path(_env("DAGSTER_HOME") or fgclip_home() / "dagster_home").resolve()
+
+
+def mlflow_tracking_uri() -> str:
+    return _env("MLFLOW_TRACKING_URI") or f"sqlite:///{fgclip_home() / 'mlflow.db'}"
+
+
+def mlflow_ui_url() -> str | None:
+    return _env("MLFLOW_UI_URL")
+
+
+def sensor_interval_s() -> int:
+    value = _env("FGCLIP_SENSOR_INTERVAL_S")
+    if value is None:
+        return DEFAULT_SENSOR_INTERVAL_S
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise ValueError(f"FGCLIP_SENSOR_INTERVAL_S={value!r}: expected a whole number of seconds") from None
+    if seconds < 1:
+        raise ValueError(f"FGCLIP_SENSOR_INTERVAL_S={value!r}: must be at least 1")
+    return seconds
