@@ -159,6 +159,15 @@ class Annotator:
         self.phrases = RulePhraseExtractor(cfg.phrases)
         self.fingerprint = config_fingerprint(cfg)
         self._images_fs: fsspec.AbstractFileSystem | None = None
+        self._root_reader: ImageRoot | None = None
+
+    @property
+    def _image_root(self) -> ImageRoot:
+        """The one reader every image read goes through; made on first use (in the process that reads:
+        an s3fs instance does not survive a fork), and anew by each ``run``."""
+        if self._root_reader is None:
+            self._root_reader = ImageRoot(self.root, self.cfg.pipeline.max_image_bytes)
+        return self._root_reader
 
     # -- one chunk ---------------------------------------------------------------------------
     def _load(self, refs: Sequence[ImageRef]) -> tuple[list[LoadedImage], list[Quarantined]]:
@@ -261,7 +270,7 @@ class Annotator:
     # -- the run ----------------------------------------------------------------------------
     def run(self, progress: bool = True, on_chunk: Callable[[int, Summary], None] | None = None) -> Summary:
         # filesystems are made here, once per run (not in __init__: an s3fs instance does not survive a fork)
-        self._image_root = ImageRoot(self.root, self.cfg.pipeline.max_image_bytes)   # every image read goes through it
+        self._root_reader = None   # a fresh image reader per run
         self._out_fs, out_path = filesystem(self.out)
         self._out_base = out_path.rstrip("/")
         refs = list_images(self.root, self.cfg.pipeline.extensions)
