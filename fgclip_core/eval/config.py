@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from fgclip_core.config import ConfigError, StrictModel, load_config
+from fgclip_core.eval.ties import DEFAULT_TIE_TOL
 
 Suite = Literal["fgovd", "long-retrieval", "short-retrieval", "zeroshot", "box-cls"]
 SUITES: tuple[str, ...] = ("fgovd", "long-retrieval", "short-retrieval", "zeroshot", "box-cls")
@@ -32,6 +33,8 @@ TemplateSet = Literal["clip80", "simple", "none"]
 class EvalSettings(StrictModel):
     batch_size: int = Field(default=32, ge=1, description="images / texts per forward pass")
     chunk_size: int = Field(default=1024, ge=1, description="query rows per similarity block in the metrics")
+    tie_tol: float = Field(default=DEFAULT_TIE_TOL, ge=0.0, description="scores within this (absolute) "
+                           "of the positive's tie with it (fgclip_core/eval/metrics.py)")
     recall_ks: tuple[int, ...] = (1, 5, 10)
     topk: tuple[int, ...] = (1, 5)
     device: str = "cpu"

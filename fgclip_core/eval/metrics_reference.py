@@ -3,7 +3,9 @@
 Builds the whole ``[I, T]`` similarity matrix, sorts every row with ``argsort`` and reads the
 position of the first positive. Ties follow the same pessimistic rule as
 ``fgclip_core.eval.metrics`` by sorting twice with a stable sort: first positives after negatives,
-then by score (descending), so equal scores keep negatives first. Memory is O(I x T) several times
+then by score (descending), so equal scores keep negatives first. It compares exactly: it equals
+``retrieval_ranks(..., tie_tol=0)`` on any data and the default ``tie_tol`` wherever no two scores
+are closer than it without being equal. Memory is O(I x T) several times
 over: use it to check the chunked version, not for evaluation.
 """
 

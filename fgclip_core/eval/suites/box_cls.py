@@ -34,7 +34,8 @@ def run(data: BoxClassificationData, encoder: CachedEncoder, settings: EvalSetti
     feats = torch.cat(rows)
     classifier = build_classifier(encoder, data.classnames, settings.box_templates)
     labels = torch.tensor([data.items[i].label for i in kept])
-    ranks = classification_ranks(feats, classifier, labels, chunk_size=settings.chunk_size)
+    ranks = classification_ranks(feats, classifier, labels, chunk_size=settings.chunk_size,
+                           tie_tol=settings.tie_tol)
     details = []
     for r, i in enumerate(kept):
         it = data.items[i]

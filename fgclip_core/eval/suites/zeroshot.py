@@ -22,7 +22,8 @@ def run(data: ClassificationData, encoder: CachedEncoder, settings: EvalSettings
         raise RuntimeError(f"{data.source}: none of the {len(data.images)} images could be read")
     classifier = build_classifier(encoder, data.classnames, settings.templates)
     labels = torch.tensor([data.labels[i] for i in kept])
-    ranks = classification_ranks(feats, classifier, labels, chunk_size=settings.chunk_size)
+    ranks = classification_ranks(feats, classifier, labels, chunk_size=settings.chunk_size,
+                           tie_tol=settings.tie_tol)
     details = [{"image": data.images[i], "label": data.classnames[data.labels[i]], "rank": int(ranks[r]),
                 "correct": bool(ranks[r] == 0)} for r, i in enumerate(kept)]
     gallery = []
