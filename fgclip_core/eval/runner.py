@@ -21,7 +21,9 @@ from typing import Any
 from fgclip_core.eval.cache import EmbeddingCache
 from fgclip_core.eval.config import BenchmarkSpec, EvalSettings
 from fgclip_core.eval.datasets import read_benchmark
+from fgclip_core.eval.datasets.types import ClassificationData
 from fgclip_core.eval.encoder import CachedEncoder, Encoder, FGCLIPEncoder
+from fgclip_core.eval.protocol import protocol_record, protocol_tags
 from fgclip_core.eval.report import ReportPaths, write_report
 from fgclip_core.eval.result import SuiteResult
 from fgclip_core.eval.suites import box_cls, fgovd, long_retrieval, short_retrieval, zeroshot
@@ -29,7 +31,7 @@ from fgclip_core.eval.tracking import log_to_mlflow, mlflow_name
 
 log = logging.getLogger(__name__)
 
-SUITE_RUNNERS: dict[str, Callable[[Any, CachedEncoder, EvalSettings], SuiteResult]] = {
+SUITE_RUNNERS: dict[str, Callable[[Any, CachedEncoder, EvalSettings, dict], SuiteResult]] = {
     "fgovd": fgovd.run,
     "long-retrieval": long_retrieval.run,
     "short-retrieval": short_retrieval.run,
@@ -62,7 +64,12 @@ def run_benchmark(spec: BenchmarkSpec, encoder: CachedEncoder, settings: EvalSet
                   data: Any = None) -> SuiteResult:
     """Read (unless ``data`` was read already) and evaluate one benchmark."""
     data = read_benchmark(spec) if data is None else data
-    result = SUITE_RUNNERS[spec.suite](data, encoder, settings)
+    values = spec.protocol_values()
+    result = SUITE_RUNNERS[spec.suite](data, encoder, settings, values)
+    used = {**values, **settings.model_dump(include={"tie_tol", "recall_ks", "topk", "templates", "box_templates"})}
+    result.protocol = protocol_record(spec.protocol, used, spec.suite)
+    if isinstance(data, ClassificationData):
+        result.protocol["settings"]["classnames_source"] = data.classnames_source
     if result.missing_images:
         log.warning("%s: %d missing or unreadable image(s), e.g. %s", result.benchmark,
                     len(result.missing_images), result.missing_images[0])
@@ -98,7 +105,8 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
     else:
         summary = {"suite": "all", "n": sum(r.n for r, _ in pairs),
                    "metrics": {f"{r.benchmark}/{k}": v for r, _ in pairs for k, v in r.metrics.items()},
-                   "benchmarks": {r.benchmark: {"suite": r.suite, "n": r.n, "dir": r.benchmark} for r, _ in pairs}}
+                   "benchmarks": {r.benchmark: {"suite": r.suite, "n": r.n, "dir": r.benchmark} for r, _ in pairs},
+                   "protocols": {r.benchmark: r.protocol for r, _ in pairs}}
         if base is not None:
             summary["baseline_metrics"] = {f"{b.benchmark}/{k}": v for _, b in pairs if b
                                            for k, v in b.metrics.items()}
@@ -109,6 +117,7 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
 
     flat = {mlflow_name("eval", r.benchmark, k): v for r, _ in pairs for k, v in r.metrics.items()}
     flat.update({mlflow_name("eval_baseline", b.benchmark, k): v for _, b in pairs if b for k, v in b.metrics.items()})
-    run_id = log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri,
-                           tags={"eval.model": model_dir, "eval.baseline": baseline_dir or ""})
+    tags = {"eval.model": model_dir, "eval.baseline": baseline_dir or ""}
+    tags.update(protocol_tags({"protocols": {r.benchmark: r.protocol for r, _ in pairs}}))
+    run_id = log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri, tags=tags)
     return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id)

@@ -16,7 +16,8 @@ from fgclip_core.eval.suites._classifier import build_classifier, top_classes
 SUITE = "box-cls"
 
 
-def run(data: BoxClassificationData, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
+def run(data: BoxClassificationData, encoder: CachedEncoder, settings: EvalSettings,
+        protocol: dict) -> SuiteResult:
     by_image: OrderedDict[str, list[int]] = OrderedDict()
     for idx, item in enumerate(data.items):
         by_image.setdefault(item.image, []).append(idx)

@@ -24,7 +24,16 @@ SUITE = "fgovd"
 TEXT_MODE: TextMode = "short"
 
 
-def run(data: FGOVDData, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
+def attribute_accuracy(items: list, ranks: torch.Tensor) -> dict[str, float]:
+    """``accuracy/<attribute>`` for every attribute type the items carry (none when they carry none)."""
+    by_attr: dict[str, list[int]] = {}
+    for r, it in enumerate(items):
+        if it.attribute is not None:
+            by_attr.setdefault(it.attribute, []).append(r)
+    return {f"accuracy/{a}": accuracy(ranks[rows]) for a, rows in sorted(by_attr.items())}
+
+
+def run(data: FGOVDData, encoder: CachedEncoder, settings: EvalSettings, protocol: dict) -> SuiteResult:
     by_image: OrderedDict[str, list[int]] = OrderedDict()
     for idx, item in enumerate(data.items):
         by_image.setdefault(item.image, []).append(idx)
@@ -57,7 +66,7 @@ def run(data: FGOVDData, encoder: CachedEncoder, settings: EvalSettings) -> Suit
         choice_mask[r, : len(it.negatives) + 1] = True
     scores = multiple_choice_scores(regions, text_emb, choice_idx, choice_mask)
     pos_scores, neg_scores, neg_mask = scores[:, 0], scores[:, 1:], choice_mask[:, 1:]
-    ranks = multiple_choice_ranks(pos_scores, neg_scores, neg_mask, tie_tol=settings.tie_tol)
+    ranks = multiple_choice_ranks(pos_scores, neg_scores, neg_mask, ties=protocol["ties"], tie_tol=settings.tie_tol)
 
     details = []
     for r, it in enumerate(items):
@@ -65,14 +74,17 @@ def run(data: FGOVDData, encoder: CachedEncoder, settings: EvalSettings) -> Suit
         details.append({"line": it.line, "image": it.image, "bbox_xywh": list(it.bbox_xywh),
                         "positive": it.positive, "positive_score": float(pos_scores[r]),
                         "negatives": list(it.negatives), "negative_scores": neg_scores[r, :n_neg].tolist(),
-                        "rank": int(ranks[r]), "correct": bool(ranks[r] == 0)})
+                        "rank": int(ranks[r]), "correct": bool(ranks[r] == 0),
+                        **({"attribute": it.attribute} if it.attribute is not None else {})})
     # Gallery: the first items, and the first mistakes, so the report shows both.
     wrong = [d for d in details if not d["correct"]]
     right = [d for d in details if d["correct"]]
     q = settings.gallery_queries
     gallery = [{"kind": "fgovd", **d} for d in (right[:q] + wrong[:q])]
     encoder.save()
-    return SuiteResult(suite=SUITE, benchmark=data.name, n=len(items), metrics={"accuracy": accuracy(ranks)},
+    metrics = {"accuracy": accuracy(ranks)}
+    metrics.update(attribute_accuracy(items, ranks))
+    return SuiteResult(suite=SUITE, benchmark=data.name, n=len(items), metrics=metrics,
                        counts={"items": len(items), "images": len(by_image) - len(missing),
                                "missing_images": len(missing), "skipped_items": len(data.items) - len(items)},
                        missing_images=missing, details=details,
