@@ -14,8 +14,8 @@ from fgclip_core.config import ConfigError, apply_overrides, load_config
 from fgclip_core.eval.config import SUITES, BenchmarkSpec, EvalSettings, load_suite_file
 from fgclip_core.eval.datasets import BenchmarkFormatError
 
-FORMATS = ("auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", "image-folder", "label-file",
-           "coco-instances")
+FORMATS = ("auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", "caption-list", "image-folder",
+           "label-file", "coco-instances")
 
 
 @click.command(name="eval")

@@ -117,12 +117,23 @@ def protocol_tags(meta: dict[str, Any], prefix: str = "eval") -> dict[str, str]:
     :func:`protocols_match` reads back via :func:`meta_from_tags`) and one readable tag per benchmark
     and setting, ``eval.<benchmark>.protocol`` / ``eval.<benchmark>.protocol.<setting>``."""
     records = _records(meta) or {}
+    if not records:
+        return {}
     tags = {f"{prefix}.protocol": json.dumps({"protocols": records}, sort_keys=True)}
     for bench, rec in records.items():
         tags[f"{prefix}.{bench}.protocol"] = str(rec.get("name"))
         for k, v in rec.get("settings", {}).items():
             tags[f"{prefix}.{bench}.protocol.{k}"] = json.dumps(v)
     return tags
+
+
+def merged_records(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``{"protocols": {...}}`` from several ``metrics.json`` contents (``fgclip registry register
+    --metrics A --metrics B``); a benchmark recorded twice keeps the last record."""
+    out: dict[str, Any] = {}
+    for m in metas:
+        out.update(_records(m) or {})
+    return {"protocols": out}
 
 
 def meta_from_tags(tags: dict[str, str], prefix: str = "eval") -> dict[str, Any] | None:
@@ -135,3 +146,18 @@ def meta_from_tags(tags: dict[str, str], prefix: str = "eval") -> dict[str, Any]
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def gate_comparable(a_tags: dict[str, str], b_tags: dict[str, str], metric: str) -> bool:
+    """For a champion gate on ``metric`` (``BENCHMARK/KEY``): may two registered versions' values be
+    compared, judging by their :func:`protocol_tags`? Neither recorded (both registered before
+    presets): yes, as before. One recorded, or different records: no. The gate metric's benchmark
+    is compared when both record it, otherwise every benchmark both hold."""
+    a, b = meta_from_tags(a_tags), meta_from_tags(b_tags)
+    if a is None and b is None:
+        return True
+    if a is None or b is None:
+        return False
+    bench = metric.split("/", 1)[0]
+    ra, rb = _records(a) or {}, _records(b) or {}
+    return protocols_match(a, b, benchmark=bench if bench in ra and bench in rb else None)
