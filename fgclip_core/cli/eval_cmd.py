@@ -43,6 +43,7 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
           settings_file: str | None, overrides: tuple[str, ...], cache_dir: str | None,
           tracking_uri: str | None, no_progress: bool) -> None:
     """Evaluate a model on FG-CLIP's benchmark suite and write metrics.json, details.jsonl and a report."""
+    from fgclip_core.eval.paper import format_metric
     from fgclip_core.eval.runner import evaluate
     from fgclip_core.model.checkpoint import CheckpointError
 
@@ -69,11 +70,14 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
     except (BenchmarkFormatError, ConfigError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     for res, base in outcome.results:
-        line = ", ".join(f"{k}={100 * v:.2f}" for k, v in res.metrics.items())
+        line = ", ".join(format_metric(res.benchmark, k, v, outcome.paper) for k, v in res.metrics.items())
         click.echo(f"{res.benchmark} ({res.suite}, n={res.n}): {line}")
         if base is not None:
             click.echo("  baseline: " + ", ".join(f"{k}={100 * v:.2f}" for k, v in base.metrics.items()))
         if res.missing_images:
             click.echo(f"  missing images: {len(res.missing_images)} (see {Path(output)}/metrics.json)")
+    if outcome.paper is not None:
+        click.echo(f"paper figures: {outcome.paper['model']} ({outcome.paper['source']}), protocol "
+                   f"{outcome.paper['protocol']}; {len(outcome.paper['metrics'])} compared")
     click.echo(f"metrics: {outcome.metrics_path}")
     click.echo(f"report: {outcome.report.html}")

@@ -51,6 +51,8 @@ class EvalSettings(StrictModel):
     gallery_top: int = Field(default=5, ge=1)
     curve_max_k: int = Field(default=50, ge=1, description="recall@k curves go up to this k")
     progress: bool = True
+    paper_numbers: str | None = Field(default=None, description="published figures to compare with "
+                                      "(default: the packaged templates/paper_numbers.yaml)")
 
     @field_validator("recall_ks", "topk")
     @classmethod

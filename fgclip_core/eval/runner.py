@@ -23,6 +23,7 @@ from fgclip_core.eval.config import BenchmarkSpec, EvalSettings
 from fgclip_core.eval.datasets import read_benchmark
 from fgclip_core.eval.datasets.types import ClassificationData
 from fgclip_core.eval.encoder import CachedEncoder, Encoder, FGCLIPEncoder
+from fgclip_core.eval.paper import load_paper_numbers, paper_section
 from fgclip_core.eval.protocol import protocol_record, protocol_tags
 from fgclip_core.eval.report import ReportPaths, write_report
 from fgclip_core.eval.result import SuiteResult
@@ -52,6 +53,7 @@ class EvalOutcome:
     metrics_path: Path
     report: ReportPaths
     mlflow_run_id: str | None
+    paper: dict | None = None  # the known release's published figures vs ours (fgclip_core.eval.paper)
 
 
 def _cached(model_dir: str, settings: EvalSettings, out: Path, factory: EncoderFactory) -> CachedEncoder:
@@ -83,6 +85,7 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
     out = Path(output)
     # Read every benchmark first: a malformed file fails before any model is loaded.
     datas = [read_benchmark(spec) for spec in specs]
+    numbers = load_paper_numbers(settings.paper_numbers)
     out.mkdir(parents=True, exist_ok=True)
     model = _cached(model_dir, settings, out, encoder_factory)
     base = _cached(baseline_dir, settings, out, encoder_factory) if baseline_dir else None
@@ -100,8 +103,12 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
             base_res.write(bench_dir / "baseline")
         pairs.append((res, base_res))
 
+    paper = paper_section([r for r, _ in pairs], model.fingerprint, numbers)
     if single:
         metrics_path = out / "metrics.json"
+        if paper is not None:
+            data = json.loads(metrics_path.read_text())
+            metrics_path.write_text(json.dumps({**data, "paper": paper}, indent=2) + "\n")
     else:
         summary = {"suite": "all", "n": sum(r.n for r, _ in pairs),
                    "metrics": {f"{r.benchmark}/{k}": v for r, _ in pairs for k, v in r.metrics.items()},
@@ -110,6 +117,8 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
         if base is not None:
             summary["baseline_metrics"] = {f"{b.benchmark}/{k}": v for _, b in pairs if b
                                            for k, v in b.metrics.items()}
+        if paper is not None:
+            summary["paper"] = paper
         metrics_path = out / "metrics.json"
         metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
     report = write_report(pairs, out, model=model_dir, baseline=baseline_dir)
@@ -120,4 +129,4 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
     tags = {"eval.model": model_dir, "eval.baseline": baseline_dir or ""}
     tags.update(protocol_tags({"protocols": {r.benchmark: r.protocol for r, _ in pairs}}))
     run_id = log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri, tags=tags)
-    return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id)
+    return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id, paper=paper)
