@@ -121,6 +121,13 @@ def test_all_from_yaml_with_mlflow(tiny_checkpoint_dir, bench, sample_set, tmp_p
     assert logged["eval/fgovd-hard/accuracy"] == pytest.approx(summary["metrics"]["fgovd-hard/accuracy"])
     arts = [a.path for a in client.list_artifacts(runs[0].info.run_id, "eval")]
     assert "eval/report.html" in arts
+    # The preset and every setting are tags; read back they match the summary's records.
+    from fgclip_core.eval.protocol import meta_from_tags, protocols_match
+
+    tags = runs[0].data.tags
+    assert tags["eval.coco.protocol"] == "official" and json.loads(tags["eval.coco.protocol.captions_per_image"]) == 5
+    assert json.loads(tags["eval.fgovd-hard.protocol.ties"]) == "optimistic"
+    assert protocols_match(meta_from_tags(tags), summary)
 
     # Inside an active run (e.g. a training or Dagster step), metrics go into that run, left open.
     import mlflow
