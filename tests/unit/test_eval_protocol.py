@@ -304,3 +304,41 @@ def test_promote_skips_a_champion_measured_under_another_protocol(monkeypatch, c
     assert d.promoted is promoted and client.champion == ("2" if promoted else "1")
     if not promoted:
         assert "protocol" in d.reason
+
+
+# --- FG-OVD: one benchmark per difficulty file, attribute breakdowns ------------------------------
+
+def test_fgovd_difficulty_files_are_named_by_difficulty():
+    names = {f: BenchmarkSpec(suite="fgovd", data=f"fgovd_json/{f}.jsonl").display_name()
+             for f in ("1_attributes_llava", "2_attributes_llava", "3_attributes_llava", "shuffle_negatives_llava",
+                       "color")}
+    assert names == {"1_attributes_llava": "fgovd-hard", "2_attributes_llava": "fgovd-medium",
+                     "3_attributes_llava": "fgovd-easy", "shuffle_negatives_llava": "fgovd-trivial",
+                     "color": "fgovd-color"}
+    assert BenchmarkSpec(suite="fgovd", data="1_attributes.jsonl", name="mine").display_name() == "mine"
+
+
+def fgovd_line(attr=None, **kw):
+    row = {"img_path": "x.jpg", "bbox": [0, 0, 4, 4], "pos_expression": "a red cup", "neg_expression": ["a blue cup"]}
+    if attr is not None:
+        row["attribute_type"] = attr
+    return json.dumps({**row, **kw})
+
+
+def test_fgovd_attribute_breakdown_uses_the_same_ranks(tmp_path):
+    from fgclip_core.eval.suites.fgovd import attribute_accuracy
+
+    path = tmp_path / "fgovd.jsonl"
+    path.write_text("\n".join([fgovd_line("colour"), fgovd_line("Color"), fgovd_line("material"),
+                               fgovd_line("transparency")]) + "\n")
+    items = read_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images="/i")).items
+    assert [it.attribute for it in items] == ["color", "color", "material", "transparency"]
+    ranks = torch.tensor([0, 1, 0, 2])
+    assert attribute_accuracy(items, ranks) == {"accuracy/color": 0.5, "accuracy/material": 1.0,
+                                                "accuracy/transparency": 0.0}
+    path.write_text(fgovd_line() + "\n")
+    plain = read_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images="/i")).items
+    assert attribute_accuracy(plain, torch.tensor([0])) == {}  # no attribute type: no breakdown
+    path.write_text(fgovd_line() + "\n" + fgovd_line(attr=["color"]) + "\n")
+    with pytest.raises(BenchmarkFormatError, match=rf"{path}:2: .*attribute_type"):
+        read_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images="/i"))

@@ -324,3 +324,16 @@ def test_evaluate_all_with_baseline_writes_summary_and_per_benchmark_folders(sam
         assert (tmp_path / "out" / spec.name / "metrics.json").exists()
         assert (tmp_path / "out" / spec.name / "baseline" / "details.jsonl").exists()
     assert out.report.html.exists() and out.mlflow_run_id is None
+
+
+def test_fgovd_attribute_types_add_breakdowns_from_the_same_pass(sample_set, tmp_path):
+    path = tmp_path / "fgovd.jsonl"
+    rows = L.write_fgovd(sample_set, path)
+    kinds = ["color", "material"]
+    path.write_text("".join(json.dumps({**r, "attribute_type": kinds[i % 2]}) + "\n" for i, r in enumerate(rows)))
+    enc = fgovd_oracle(sample_set)
+    res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=str(sample_set.images_root)),
+                        cached(enc, tmp_path), SETTINGS)
+    assert res.metrics == {"accuracy": 1.0, "accuracy/color": 1.0, "accuracy/material": 1.0}
+    assert enc.calls["regions"] == len(rows)  # one pass: every region encoded once
+    assert {d["attribute"] for d in res.details} == set(kinds)
