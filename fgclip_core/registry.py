@@ -195,7 +195,7 @@ def promote(name: str, version: str, metric: str, *, higher_is_better: bool = Tr
         decision = PromotionDecision(True, "no champion with this metric yet", metric, str(version), value,
                                      champ_version, champ_value)
     elif not gate_comparable(client.get_model_version(name, str(version)).tags,
-                             client.get_model_version(name, champ_version).tags, metric):
+                             client.get_model_version(name, str(champ_version)).tags, metric):
         decision = PromotionDecision(False, "evaluation protocol differs from the champion's: not compared",
                                      metric, str(version), value, champ_version, champ_value)
     else:

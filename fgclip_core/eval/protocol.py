@@ -51,7 +51,8 @@ class ProtocolSettings(StrictModel):
     def resolved(self, protocol: Protocol) -> dict[str, Any]:
         """Every setting with a value: the preset's, overridden by the ones set here."""
         values = dict(PRESETS[protocol])
-        values.update({k: v for k, v in self.model_dump().items() if v is not None})
+        own = self.model_dump(include=set(SETTING_NAMES))  # a BenchmarkSpec has more fields
+        values.update({k: v for k, v in own.items() if v is not None})
         return values
 
 

@@ -342,3 +342,14 @@ def test_fgovd_attribute_breakdown_uses_the_same_ranks(tmp_path):
     path.write_text(fgovd_line() + "\n" + fgovd_line(attr=["color"]) + "\n")
     with pytest.raises(BenchmarkFormatError, match=rf"{path}:2: .*attribute_type"):
         read_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images="/i"))
+
+
+def test_entry_overrides_only_the_setting_it_names():
+    spec = BenchmarkSpec(suite="short-retrieval", data="x.json", protocol="clip_benchmark", ties="optimistic")
+    values = spec.protocol_values()
+    assert set(values) == set(SETTING_NAMES)
+    assert values == {**PRESETS["clip_benchmark"], "ties": "optimistic"}
+    with pytest.raises(ValueError, match="captions_per_image"):
+        BenchmarkSpec(suite="short-retrieval", data="x.json", captions_per_image=0)
+    with pytest.raises(ValueError):
+        BenchmarkSpec(suite="fgovd", data="x.jsonl", protocol="paper")
