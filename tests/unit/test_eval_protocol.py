@@ -353,3 +353,13 @@ def test_entry_overrides_only_the_setting_it_names():
         BenchmarkSpec(suite="short-retrieval", data="x.json", captions_per_image=0)
     with pytest.raises(ValueError):
         BenchmarkSpec(suite="fgovd", data="x.jsonl", protocol="paper")
+
+
+def test_cli_protocol_flag_is_refused_for_all(tmp_path):
+    from click.testing import CliRunner
+
+    from fgclip_core.cli import cli
+
+    r = CliRunner().invoke(cli, ["eval", "all", "--model", "m", "--data", str(tmp_path / "b.yaml"),
+                                 "--output", str(tmp_path / "o"), "--protocol", "clip_benchmark"])
+    assert r.exit_code == 2 and "give each entry 'protocol:'" in r.output
