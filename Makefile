@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.fgclip/torch_extensions
 export FGCLIP_HOME ?= $(CURDIR)/.fgclip
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install cpu-allocator demo dagster-home dagster-demo dagster-dev test test-unit test-integration lint bench clean
+.PHONY: install cpu-allocator demo dagster-home dagster-demo dagster-dev test test-ties test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,17 @@ dagster-dev: dagster-home
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra tests
+	@$(MAKE) --no-print-directory test-ties
+
+# Evaluation tie decisions must not depend on the CPU (issue 14): the tie tests once per MKL
+# instruction set and ATen CPU capability. A choice the CPU lacks falls back to what it has.
+TIE_TESTS := tests/unit/test_eval_ties.py tests/unit/test_eval_suites.py::test_retrieval_constant_scorer_gets_zero_at_one
+test-ties: $(STAMP)
+	@for mkl in AVX2 AVX512; do for aten in default avx2 avx512; do \
+	  echo "tie tests: MKL_ENABLE_INSTRUCTIONS=$$mkl ATEN_CPU_CAPABILITY=$$aten"; \
+	  MKL_ENABLE_INSTRUCTIONS=$$mkl ATEN_CPU_CAPABILITY=$$aten $(PY) -m pytest -q -p no:cacheprovider $(TIE_TESTS) \
+	    || exit 1; \
+	done; done
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

@@ -34,6 +34,7 @@ from mlflow.models import infer_signature
 from mlflow.pyfunc import PyFuncModel, PythonModel
 
 from fgclip_core.errors import UserError
+from fgclip_core.eval.protocol import gate_comparable
 from fgclip_core.mlflow_http import bounded_http, keep_credentials_off_stdout, require_reachable
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,10 @@ def _promote(name: str, version: str, metric: str, higher_is_better: bool, min_d
     elif champ_value is None:
         decision = PromotionDecision(True, "no champion with this metric yet", metric, str(version), value,
                                      champ_version, champ_value)
+    elif not gate_comparable(client.get_model_version(name, str(version)).tags,
+                             client.get_model_version(name, str(champ_version)).tags, metric):
+        decision = PromotionDecision(False, "evaluation protocol differs from the champion's: not compared",
+                                     metric, str(version), value, champ_version, champ_value)
     else:
         gain = (value - champ_value) if higher_is_better else (champ_value - value)
         better = gain > min_delta

@@ -13,9 +13,10 @@ import click
 from fgclip_core.config import ConfigError, apply_overrides, load_config
 from fgclip_core.eval.config import SUITES, BenchmarkSpec, EvalSettings, load_suite_file
 from fgclip_core.eval.datasets import BenchmarkFormatError
+from fgclip_core.eval.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
-FORMATS = ("auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", "image-folder", "label-file",
-           "coco-instances")
+FORMATS = ("auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", "caption-list", "image-folder",
+           "label-file", "coco-instances")
 
 
 @click.command(name="eval")
@@ -31,6 +32,9 @@ FORMATS = ("auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", 
 @click.option("--classnames", default=None, help="Class-names file (zeroshot).")
 @click.option("--limit", type=int, default=None, help="First N items (ShareGPT4V defaults to 1000).")
 @click.option("--split", default="test", show_default=True, help="Karpathy split.")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
+              help=f"Evaluation preset (default {DEFAULT_PROTOCOL}; fgclip_core/eval/README.md). For 'all', "
+                   "set 'protocol:' per entry in the YAML.")
 @click.option("--settings", "settings_file", default=None, type=click.Path(dir_okay=False),
               help="YAML/JSON with evaluation settings (batch_size, chunk_size, templates, ...).")
 @click.option("--set", "overrides", multiple=True, help="Setting override key=value (repeatable).")
@@ -39,10 +43,11 @@ FORMATS = ("auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", 
               help="Log to MLflow at this URI (also logs when an MLflow run is active).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str, baseline_dir: str | None,
-          fmt: str, name: str | None, classnames: str | None, limit: int | None, split: str,
+          fmt: str, name: str | None, classnames: str | None, limit: int | None, split: str, protocol: str | None,
           settings_file: str | None, overrides: tuple[str, ...], cache_dir: str | None,
           tracking_uri: str | None, no_progress: bool) -> None:
     """Evaluate a model on FG-CLIP's benchmark suite and write metrics.json, details.jsonl and a report."""
+    from fgclip_core.eval.paper import format_metric
     from fgclip_core.eval.runner import evaluate
     from fgclip_core.model.checkpoint import CheckpointError
 
@@ -50,13 +55,16 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
         if suite == "all":
             if settings_file:
                 raise click.UsageError("for 'all', put settings in the YAML's 'settings' section")
+            if protocol:
+                raise click.UsageError("for 'all', give each entry 'protocol:' in the YAML")
             sf = load_suite_file(data)
             specs = [s if s.images or not images else s.model_copy(update={"images": images})
                      for s in sf.benchmarks]
             base_settings = sf.settings.model_dump()
         else:
             specs = [BenchmarkSpec.model_validate(dict(suite=suite, data=data, images=images, name=name, format=fmt,
-                                                       classnames=classnames, limit=limit, split=split))]
+                                                       classnames=classnames, limit=limit, split=split,
+                                                       protocol=protocol or DEFAULT_PROTOCOL))]
             base_settings = (load_config(EvalSettings, settings_file).model_dump() if settings_file else {})
         values = apply_overrides(base_settings, list(overrides))
         if cache_dir:
@@ -69,11 +77,14 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
     except (BenchmarkFormatError, ConfigError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     for res, base in outcome.results:
-        line = ", ".join(f"{k}={100 * v:.2f}" for k, v in res.metrics.items())
+        line = ", ".join(format_metric(res.benchmark, k, v, outcome.paper) for k, v in res.metrics.items())
         click.echo(f"{res.benchmark} ({res.suite}, n={res.n}): {line}")
         if base is not None:
             click.echo("  baseline: " + ", ".join(f"{k}={100 * v:.2f}" for k, v in base.metrics.items()))
         if res.missing_images:
             click.echo(f"  missing images: {len(res.missing_images)} (see {Path(output)}/metrics.json)")
+    if outcome.paper is not None:
+        click.echo(f"paper figures: {outcome.paper['model']} ({outcome.paper['source']}), protocol "
+                   f"{outcome.paper['protocol']}; {len(outcome.paper['metrics'])} compared")
     click.echo(f"metrics: {outcome.metrics_path}")
     click.echo(f"report: {outcome.report.html}")

@@ -60,9 +60,12 @@ def registry() -> None:
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI")
 def register(model_dir: str, name: str, metrics_files: tuple[str, ...], tracking_uri: str | None) -> None:
     """Log MODEL as a pyfunc, register a new version of NAME, alias it `challenger`."""
+    from fgclip_core.eval.protocol import merged_records, protocol_tags
     from fgclip_core.registry import register_checkpoint
 
-    rv = _call(register_checkpoint, tracking_uri, model_dir, name, metrics=_read_metrics(metrics_files))
+    metrics = _read_metrics(metrics_files)  # validates the files
+    tags = protocol_tags(merged_records([json.loads(Path(p).read_text()) for p in metrics_files]))
+    rv = _call(register_checkpoint, tracking_uri, model_dir, name, metrics=metrics, tags=tags)
     click.echo(json.dumps({"name": rv.name, "version": rv.version, "model_uri": rv.model_uri, "run_id": rv.run_id}))
 
 

@@ -7,6 +7,7 @@ The ``fgclip eval all`` YAML is a :class:`SuiteFile`::
     benchmarks:
       - {name: fgovd-hard, suite: fgovd, data: fgovd/hard.jsonl, images: coco}
       - {name: sharegpt4v-1k, suite: long-retrieval, format: sharegpt4v, data: share4v.json, images: sg4v}
+      - {name: fgovd-hard-strict, suite: fgovd, data: fgovd/hard.jsonl, images: coco, ties: pessimistic}
       - {name: coco-5k, suite: short-retrieval, data: coco/annotations/captions_val2017.json, images: coco/val2017}
 
 Relative ``data`` / ``images`` / ``classnames`` paths are resolved against the YAML file's folder.
@@ -21,17 +22,25 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from fgclip_core.config import ConfigError, StrictModel, load_config
+from fgclip_core.eval.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolSettings
+from fgclip_core.eval.ties import DEFAULT_TIE_TOL
 
 Suite = Literal["fgovd", "long-retrieval", "short-retrieval", "zeroshot", "box-cls"]
 SUITES: tuple[str, ...] = ("fgovd", "long-retrieval", "short-retrieval", "zeroshot", "box-cls")
-Format = Literal["auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", "image-folder",
-                 "label-file", "coco-instances"]
+Format = Literal["auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", "caption-list",
+                 "image-folder", "label-file", "coco-instances"]
+# FG-OVD file names (as distributed with FG-CLIP's evaluation) -> difficulty: negatives differ from the
+# positive in 1 (hard), 2 (medium) or 3 (easy) attributes, or are shuffled captions (trivial).
+FGOVD_FILES: tuple[tuple[str, str], ...] = (("1_attributes", "hard"), ("2_attributes", "medium"),
+                                            ("3_attributes", "easy"), ("shuffle_negatives", "trivial"))
 TemplateSet = Literal["clip80", "simple", "none"]
 
 
 class EvalSettings(StrictModel):
     batch_size: int = Field(default=32, ge=1, description="images / texts per forward pass")
     chunk_size: int = Field(default=1024, ge=1, description="query rows per similarity block in the metrics")
+    tie_tol: float = Field(default=DEFAULT_TIE_TOL, ge=0.0, description="scores within this (absolute) "
+                           "of the positive's tie with it (fgclip_core/eval/metrics.py)")
     recall_ks: tuple[int, ...] = (1, 5, 10)
     topk: tuple[int, ...] = (1, 5)
     device: str = "cpu"
@@ -42,6 +51,8 @@ class EvalSettings(StrictModel):
     gallery_top: int = Field(default=5, ge=1)
     curve_max_k: int = Field(default=50, ge=1, description="recall@k curves go up to this k")
     progress: bool = True
+    paper_numbers: str | None = Field(default=None, description="published figures to compare with "
+                                      "(default: the packaged templates/paper_numbers.yaml)")
 
     @field_validator("recall_ks", "topk")
     @classmethod
@@ -51,19 +62,19 @@ class EvalSettings(StrictModel):
         return v
 
 
-class BenchmarkSpec(StrictModel):
+class BenchmarkSpec(ProtocolSettings):
+    """One benchmark entry; the protocol settings it inherits override its ``protocol`` preset."""
+
     suite: Suite
     data: str
     images: str | None = Field(default=None, description="images root; Urban-1K defaults to DATA/image")
     name: str | None = None
     format: Format = "auto"
     classnames: str | None = Field(default=None, description="class-names file (zeroshot)")
-    limit: int | None = Field(default=None, ge=1, description="evaluate only the first N items / images "
-                                                       "(ShareGPT4V is always cut to its first 1,000)")
+    protocol: Protocol = Field(default=DEFAULT_PROTOCOL, description="evaluation preset (fgclip_core/eval/README.md)")
+    limit: int | None = Field(default=None, ge=1, description="evaluate only the first N items / images")
     split: str = Field(default="test", description="Karpathy split")
-    max_captions: int = Field(default=5, ge=1, description="captions per image kept (COCO / Karpathy)")
     skip_crowd: bool = False
-    basename: bool = Field(default=False, description="ShareGPT4V: keep only the file name of 'image'")
 
     @field_validator("name")
     @classmethod
@@ -73,8 +84,14 @@ class BenchmarkSpec(StrictModel):
             raise ValueError(f"benchmark name {v!r}: use letters, digits, '_', '.', '-'")
         return v
 
+    def protocol_values(self) -> dict:
+        """The preset's settings with this entry's overrides."""
+        return self.resolved(self.protocol)
+
     def display_name(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(self.data.rstrip("/")).stem)
+        if self.suite == "fgovd":  # each official difficulty file is its own benchmark
+            stem = next((d for prefix, d in FGOVD_FILES if stem.startswith(prefix)), stem)
         return self.name or f"{self.suite}-{stem}"
 
 

@@ -162,9 +162,11 @@ def write_report(pairs: list[tuple[SuiteResult, SuiteResult | None]], out_dir: s
         missing = (f'<p class="down">{len(res.missing_images)} missing image(s), e.g. '
                    f"{html.escape(res.missing_images[0])}</p>" if res.missing_images else "")
         counts = ", ".join(f"{k}: {v}" for k, v in res.counts.items())
+        protocol = (f"protocol {res.protocol.get('name')}: " + ", ".join(
+            f"{k}={v}" for k, v in res.protocol.get("settings", {}).items())) if res.protocol else ""
         sections.append(
             f"<h2>{html.escape(res.benchmark)} <small>({html.escape(res.suite)}, n={res.n})</small></h2>"
-            f"<p>{html.escape(counts)}</p>{missing}{_metrics_table(res, base)}"
+            f"<p>{html.escape(counts)}</p><p>{html.escape(protocol)}</p>{missing}{_metrics_table(res, base)}"
             f'<img src="data:image/png;base64,{_png_b64(_curves_figure(res, base))}" alt="curves">'
             f"<h3>Gallery</h3>{_gallery(res)}")
     summary = _summary_table(pairs)

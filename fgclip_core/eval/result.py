@@ -1,7 +1,8 @@
 """The typed result of one benchmark run and how it is written to disk.
 
 Files in the output folder:
-* ``metrics.json``: ``{"suite", "benchmark", "n", "metrics": {...}, "counts", "missing_images"}``
+* ``metrics.json``: ``{"suite", "benchmark", "n", "metrics": {...}, "counts", "missing_images", "model",
+  "protocol": {"name", "settings"}}``
   (the first four keys are the interface other parts rely on);
 * ``details.jsonl``: one JSON object per evaluated item / query;
 * ``result.json``: everything above except the details, plus recall curves and gallery material.
@@ -29,12 +30,13 @@ class SuiteResult:
     curves: dict[str, list[float]] = field(default_factory=dict)  # name -> [metric@1, metric@2, ...]
     gallery: list[dict[str, Any]] = field(default_factory=list)
     model: str = ""
+    protocol: dict[str, Any] = field(default_factory=dict)  # {"name", "settings"} (fgclip_core.eval.protocol)
 
     def metrics_json(self) -> dict[str, Any]:
         return {"suite": self.suite, "benchmark": self.benchmark, "n": self.n, "metrics": self.metrics,
                 "counts": self.counts, "missing_images": {"count": len(self.missing_images),
                                                           "first": self.missing_images[:MAX_LISTED_MISSING]},
-                "model": self.model}
+                "model": self.model, "protocol": self.protocol}
 
     def write(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)

@@ -25,7 +25,10 @@ from typing import Any
 from fgclip_core.eval.cache import EmbeddingCache
 from fgclip_core.eval.config import BenchmarkSpec, EvalSettings
 from fgclip_core.eval.datasets import read_benchmark
+from fgclip_core.eval.datasets.types import ClassificationData
 from fgclip_core.eval.encoder import CachedEncoder, Encoder, FGCLIPEncoder
+from fgclip_core.eval.paper import load_paper_numbers, paper_section
+from fgclip_core.eval.protocol import protocol_record, protocol_tags
 from fgclip_core.eval.report import ReportPaths, write_report
 from fgclip_core.eval.result import SuiteResult
 from fgclip_core.eval.suites import box_cls, fgovd, long_retrieval, short_retrieval, zeroshot
@@ -35,7 +38,7 @@ from fgclip_core.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
-SUITE_RUNNERS: dict[str, Callable[[Any, CachedEncoder, EvalSettings], SuiteResult]] = {
+SUITE_RUNNERS: dict[str, Callable[[Any, CachedEncoder, EvalSettings, dict], SuiteResult]] = {
     "fgovd": fgovd.run,
     "long-retrieval": long_retrieval.run,
     "short-retrieval": short_retrieval.run,
@@ -77,6 +80,7 @@ def _log_tracking(flat: dict[str, float], artifacts: list[tuple[Path, str]], tra
     reason = reason if len(reason) <= 600 else reason[:597] + "..."
     log.warning("%s", reason)
     return None, reason
+    paper: dict | None = None  # the known release's published figures vs ours (fgclip_core.eval.paper)
 
 
 def _cached(model_dir: str, settings: EvalSettings, out: Path, factory: EncoderFactory) -> CachedEncoder:
@@ -89,7 +93,12 @@ def run_benchmark(spec: BenchmarkSpec, encoder: CachedEncoder, settings: EvalSet
                   data: Any = None) -> SuiteResult:
     """Read (unless ``data`` was read already) and evaluate one benchmark."""
     data = read_benchmark(spec) if data is None else data
-    result = SUITE_RUNNERS[spec.suite](data, encoder, settings)
+    values = spec.protocol_values()
+    result = SUITE_RUNNERS[spec.suite](data, encoder, settings, values)
+    used = {**values, **settings.model_dump(include={"tie_tol", "recall_ks", "topk", "templates", "box_templates"})}
+    result.protocol = protocol_record(spec.protocol, used, spec.suite)
+    if isinstance(data, ClassificationData):
+        result.protocol["settings"]["classnames_source"] = data.classnames_source
     if result.missing_images:
         log.warning("%s: %d missing or unreadable image(s), e.g. %s", result.benchmark,
                     len(result.missing_images), result.missing_images[0])
@@ -103,6 +112,7 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
     out = Path(output)
     # Read every benchmark first: a malformed file fails before any model is loaded.
     datas = [read_benchmark(spec) for spec in specs]
+    numbers = load_paper_numbers(settings.paper_numbers)
     out.mkdir(parents=True, exist_ok=True)
     model = _cached(model_dir, settings, out, encoder_factory)
     base = _cached(baseline_dir, settings, out, encoder_factory) if baseline_dir else None
@@ -120,15 +130,22 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
             base_res.write(bench_dir / "baseline")
         pairs.append((res, base_res))
 
+    paper = paper_section([r for r, _ in pairs], model.fingerprint, numbers)
     if single:
         metrics_path = out / "metrics.json"
+        if paper is not None:
+            data = json.loads(metrics_path.read_text())
+            metrics_path.write_text(json.dumps({**data, "paper": paper}, indent=2) + "\n")
     else:
         summary = {"suite": "all", "n": sum(r.n for r, _ in pairs),
                    "metrics": {f"{r.benchmark}/{k}": v for r, _ in pairs for k, v in r.metrics.items()},
-                   "benchmarks": {r.benchmark: {"suite": r.suite, "n": r.n, "dir": r.benchmark} for r, _ in pairs}}
+                   "benchmarks": {r.benchmark: {"suite": r.suite, "n": r.n, "dir": r.benchmark} for r, _ in pairs},
+                   "protocols": {r.benchmark: r.protocol for r, _ in pairs}}
         if base is not None:
             summary["baseline_metrics"] = {f"{b.benchmark}/{k}": v for _, b in pairs if b
                                            for k, v in b.metrics.items()}
+        if paper is not None:
+            summary["paper"] = paper
         metrics_path = out / "metrics.json"
         metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
     report = write_report(pairs, out, model=model_dir, baseline=baseline_dir)
@@ -136,8 +153,8 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
 
     flat = {mlflow_name("eval", r.benchmark, k): v for r, _ in pairs for k, v in r.metrics.items()}
     flat.update({mlflow_name("eval_baseline", b.benchmark, k): v for _, b in pairs if b for k, v in b.metrics.items()})
-    run_id, failure = _log_tracking(flat, artifacts, tracking_uri,
-                                    tags={"eval.model": redact_text(str(model_dir)),
-                                          "eval.baseline": redact_text(baseline_dir or "")})
+    tags = {"eval.model": redact_text(str(model_dir)), "eval.baseline": redact_text(baseline_dir or "")}
+    tags.update(protocol_tags({"protocols": {r.benchmark: r.protocol for r, _ in pairs}}))
+    run_id, failure = _log_tracking(flat, artifacts, tracking_uri, tags=tags)
     return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id,
-                       tracking_failure=failure)
+                       tracking_failure=failure, paper=paper)

@@ -54,9 +54,11 @@ def test_fgovd_with_baseline_writes_metrics_details_and_report(tiny_checkpoint_d
     assert set(metrics["metrics"]) == {"accuracy"} and 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
     details = [json.loads(x) for x in (out / "details.jsonl").read_text().splitlines()]
     assert len(details) == n_items and all(len(d["negative_scores"]) == 5 for d in details)
-    # The reported accuracy is what the per-item scores say (positive strictly above every negative).
+    # The reported accuracy is what the per-item scores say (official preset: no negative above the
+    # positive by more than the tie precision).
+    assert metrics["protocol"] == {"name": "official", "settings": {"ties": "optimistic", "tie_tol": 1e-6}}
     assert metrics["metrics"]["accuracy"] == pytest.approx(
-        sum(d["positive_score"] > max(d["negative_scores"]) for d in details) / n_items)
+        sum(max(d["negative_scores"]) <= d["positive_score"] + 1e-6 for d in details) / n_items)
     assert (out / "baseline" / "metrics.json").exists()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "data:image/jpeg;base64," in html
@@ -119,6 +121,13 @@ def test_all_from_yaml_with_mlflow(tiny_checkpoint_dir, bench, sample_set, tmp_p
     assert logged["eval/fgovd-hard/accuracy"] == pytest.approx(summary["metrics"]["fgovd-hard/accuracy"])
     arts = [a.path for a in client.list_artifacts(runs[0].info.run_id, "eval")]
     assert "eval/report.html" in arts
+    # The preset and every setting are tags; read back they match the summary's records.
+    from fgclip_core.eval.protocol import meta_from_tags, protocols_match
+
+    tags = runs[0].data.tags
+    assert tags["eval.coco.protocol"] == "official" and json.loads(tags["eval.coco.protocol.captions_per_image"]) == 5
+    assert json.loads(tags["eval.fgovd-hard.protocol.ties"]) == "optimistic"
+    assert protocols_match(meta_from_tags(tags), summary)
 
     # Inside an active run (e.g. a training or Dagster step), metrics go into that run, left open.
     import mlflow

@@ -66,10 +66,11 @@ def test_sharegpt4v_first_items_and_limit(sample_set, tmp_path):
 def test_sharegpt4v_basename_keeps_file_name_only(sample_set, tmp_path):
     path = tmp_path / "share.json"
     L.write_sharegpt4v(sample_set, path, prefix="coco/train2017/")
-    rel = read_benchmark(spec("long-retrieval", path, "/imgs"))
-    flat = read_benchmark(spec("long-retrieval", path, "/imgs", basename=True))
+    rel = read_benchmark(spec("long-retrieval", path, "/imgs", sharegpt4v_images="path"))
+    flat = read_benchmark(spec("long-retrieval", path, "/imgs"))  # official preset: by basename
     assert rel.images[0].startswith("/imgs/coco/train2017/")
     assert flat.images[0] == "/imgs/" + rel.images[0].rsplit("/", 1)[1]
+    assert read_benchmark(spec("long-retrieval", path, "/imgs", protocol="clip_benchmark")).images == flat.images
 
 
 def test_sharegpt4v_item_without_caption(tmp_path):
@@ -164,7 +165,9 @@ def test_label_file(sample_set, tmp_path):
     with pytest.raises(BenchmarkFormatError, match=rf"{labels}:2: label 5 outside"):
         read_benchmark(spec("zeroshot", labels, sample_set.images_root, classnames=str(names)))
     with pytest.raises(BenchmarkFormatError, match="class-names file"):
-        read_benchmark(spec("zeroshot", labels, sample_set.images_root))
+        read_benchmark(spec("zeroshot", labels, sample_set.images_root, default_classnames="folders"))
+    builtin = read_benchmark(spec("zeroshot", labels, sample_set.images_root))  # labels index ImageNet-1k
+    assert builtin.classnames[:2] == ["tench", "goldfish"] and builtin.classnames_source == "builtin-imagenet1k"
 
 
 def test_coco_instances(sample_set, tmp_path):

@@ -138,3 +138,16 @@ def test_recall_curve_is_monotone_and_ends_at_one():
     assert recall_curve(ranks, 5) == [0.25, 0.5, 0.75, 0.75, 1.0]
     with pytest.raises(ValueError):
         recall_at_k(ranks, 0)
+
+
+def test_reference_and_chunked_agree_on_near_ties_at_the_stated_precision():
+    from fgclip_core.eval.metrics import DEFAULT_TIE_TOL
+
+    sim = [[0.5, 0.5 - DEFAULT_TIE_TOL / 4, 0.5 - 8 * DEFAULT_TIE_TOL],
+           [0.3, 0.3 + DEFAULT_TIE_TOL / 4, 0.1]]
+    s = torch.tensor(sim)
+    for tol, i2t in ((DEFAULT_TIE_TOL, [1, 1]), (0.0, [0, 0])):
+        got = retrieval_ranks(s, torch.eye(3), torch.tensor([0, 1, 1]), chunk_size=1, tie_tol=tol)
+        ref = reference_retrieval_ranks(s, torch.eye(3), torch.tensor([0, 1, 1]), tie_tol=tol)
+        assert got.i2t.tolist() == ref.i2t.tolist() == i2t
+        assert torch.equal(got.t2i, ref.t2i)

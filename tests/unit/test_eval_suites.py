@@ -128,19 +128,27 @@ def test_fgovd_wrong_region_gets_zero(sample_set, tmp_path):
     # Regions look like their first negative: every item is wrong.
     enc = Oracle(sample_set, text_id=lambda t: vocab[t], region_id=lambda rec, box: vocab[
         records[rec].bbox_info[nearest_region(records, rec, box)].short_expr_negs[0]])
-    res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=str(sample_set.images_root)),
-                        cached(enc, tmp_path), SETTINGS)
+    res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=str(sample_set.images_root),
+                                      ties="pessimistic"), cached(enc, tmp_path), SETTINGS)
     assert res.metrics["accuracy"] == 0.0
     # negative 0 scores 1; the positive (0) ties the other 9 negatives, which count as ahead of it
     assert {d["rank"] for d in res.details} == {10}
+    official = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=str(sample_set.images_root)),
+                             cached(enc, tmp_path), SETTINGS)
+    assert official.metrics["accuracy"] == 0.0 and {d["rank"] for d in official.details} == {1}  # ties in favour
 
 
-def test_fgovd_constant_scorer_ties_count_as_wrong(sample_set, tmp_path):
+def test_fgovd_constant_scorer_ties_count_as_wrong_only_when_pessimistic(sample_set, tmp_path):
     path = tmp_path / "fgovd.jsonl"
     L.write_fgovd(sample_set, path)
-    res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=str(sample_set.images_root)),
+    images = str(sample_set.images_root)
+    res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=images, ties="pessimistic"),
                         cached(Constant(), tmp_path), SETTINGS)
     assert res.metrics["accuracy"] == 0.0
+    for protocol, expected in (("official", 1.0), ("clip_benchmark", 0.0)):  # the official script: tie = correct
+        res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=images, protocol=protocol),
+                            cached(Constant(), tmp_path), SETTINGS)
+        assert res.metrics["accuracy"] == expected
 
 
 def test_fgovd_missing_image_is_counted_not_fatal(sample_set, tmp_path):
@@ -213,7 +221,7 @@ def test_zeroshot_oracle_top1_100(sample_set, tmp_path):
 
     enc = Oracle(sample_set, text_id=class_of_prompt, image_id=lambda rec: label_of_record[rec])
     res = run_benchmark(BenchmarkSpec(suite="zeroshot", data=str(root)), cached(enc, tmp_path), SETTINGS)
-    assert res.metrics == {"top1": 1.0, "top5": 1.0}
+    assert res.metrics == {"top1": 1.0, "top5": 1.0, "mean_per_class_recall": 1.0}
     assert res.n == len(names)
     assert enc.calls["texts"] == 80 * len(names)  # the 80 CLIP templates per class
 
@@ -310,9 +318,22 @@ def test_evaluate_all_with_baseline_writes_summary_and_per_benchmark_folders(sam
                    encoder_factory=lambda d, s: encoders[d])
     summary = json.loads(out.metrics_path.read_text())
     assert summary["suite"] == "all" and summary["metrics"]["fgovd-sample/accuracy"] == 1.0
-    assert summary["baseline_metrics"]["fgovd-sample/accuracy"] == 0.0
+    assert summary["baseline_metrics"]["fgovd-sample/accuracy"] == 1.0  # official preset: a tie for first is correct
     assert summary["n"] == sum(r.n for r, _ in out.results)
     for spec in specs:
         assert (tmp_path / "out" / spec.name / "metrics.json").exists()
         assert (tmp_path / "out" / spec.name / "baseline" / "details.jsonl").exists()
     assert out.report.html.exists() and out.mlflow_run_id is None
+
+
+def test_fgovd_attribute_types_add_breakdowns_from_the_same_pass(sample_set, tmp_path):
+    path = tmp_path / "fgovd.jsonl"
+    rows = L.write_fgovd(sample_set, path)
+    kinds = ["color", "material"]
+    path.write_text("".join(json.dumps({**r, "attribute_type": kinds[i % 2]}) + "\n" for i, r in enumerate(rows)))
+    enc = fgovd_oracle(sample_set)
+    res = run_benchmark(BenchmarkSpec(suite="fgovd", data=str(path), images=str(sample_set.images_root)),
+                        cached(enc, tmp_path), SETTINGS)
+    assert res.metrics == {"accuracy": 1.0, "accuracy/color": 1.0, "accuracy/material": 1.0}
+    assert enc.calls["regions"] == len(rows)  # one pass: every region encoded once
+    assert {d["attribute"] for d in res.details} == set(kinds)

@@ -10,8 +10,8 @@ from fgclip_core.eval.datasets._json import load_json
 from fgclip_core.eval.datasets.classification import read_coco_instances, read_image_folder, read_label_file
 from fgclip_core.eval.datasets.errors import BenchmarkFormatError
 from fgclip_core.eval.datasets.fgovd import read_fgovd
-from fgclip_core.eval.datasets.long_captions import SHAREGPT4V_LIMIT, read_dci, read_sharegpt4v, read_urban1k
-from fgclip_core.eval.datasets.short_captions import read_coco_captions, read_karpathy
+from fgclip_core.eval.datasets.long_captions import read_dci, read_sharegpt4v, read_urban1k
+from fgclip_core.eval.datasets.short_captions import read_caption_list, read_coco_captions, read_karpathy
 from fgclip_core.eval.datasets.types import (
     BoxClassificationData,
     ClassificationData,
@@ -24,7 +24,7 @@ __all__ = ["BenchmarkFormatError", "detect_format", "read_benchmark"]
 SUITE_FORMATS = {
     "fgovd": ("fgovd",),
     "long-retrieval": ("sharegpt4v", "dci", "urban1k"),
-    "short-retrieval": ("coco", "karpathy"),
+    "short-retrieval": ("coco", "karpathy", "caption-list"),
     "zeroshot": ("image-folder", "label-file"),
     "box-cls": ("coco-instances",),
 }
@@ -55,14 +55,17 @@ def detect_format(suite: str, data: str) -> str:
             return "coco"
         if isinstance(doc, dict) and isinstance(doc.get("images"), list):
             return "karpathy"
-        raise BenchmarkFormatError(data, None, "neither COCO captions ('annotations') nor a Karpathy split "
-                                               "('images' with 'sentences')")
+        if isinstance(doc, list):
+            return "caption-list"
+        raise BenchmarkFormatError(data, None, "neither COCO captions ('annotations'), a Karpathy split "
+                                               "('images' with 'sentences') nor a caption list "
+                                               "([{'image', 'caption'}])")
     if suite == "zeroshot":
         return "image-folder" if is_dir else "label-file"
     raise ValueError(f"unknown suite {suite!r}")
 
 
-NEEDS_IMAGES_ROOT = ("fgovd", "sharegpt4v", "dci", "coco", "karpathy", "label-file", "coco-instances")
+NEEDS_IMAGES_ROOT = ("fgovd", "sharegpt4v", "dci", "coco", "karpathy", "caption-list", "label-file", "coco-instances")
 
 
 def limit_items(data: Data, n: int) -> Data:
@@ -94,23 +97,28 @@ def _read(spec: BenchmarkSpec) -> Data:
                                                     "root: give --images (or 'images:' in the YAML)")
     images = spec.images or ""
     name = spec.display_name()
+    p = spec.protocol_values()
+    captions = None if p["captions_per_image"] == "all" else p["captions_per_image"]
     if fmt == "fgovd":
         return read_fgovd(spec.data, images, name=name)
     if fmt == "sharegpt4v":
-        return read_sharegpt4v(spec.data, images, limit=SHAREGPT4V_LIMIT,
-                               basename=spec.basename, name=name)
+        return read_sharegpt4v(spec.data, images, limit=p["sharegpt4v_items"],
+                               basename=p["sharegpt4v_images"] == "basename", name=name)
     if fmt == "dci":
         return read_dci(spec.data, images, name=name)
     if fmt == "urban1k":
-        return read_urban1k(spec.data, spec.images, name=name)
+        return read_urban1k(spec.data, spec.images, name=name, caption=p["urban1k_caption"])
     if fmt == "coco":
-        return read_coco_captions(spec.data, images, max_captions=spec.max_captions, name=name)
+        return read_coco_captions(spec.data, images, max_captions=captions, name=name)
     if fmt == "karpathy":
-        return read_karpathy(spec.data, images, split=spec.split, max_captions=spec.max_captions, name=name)
+        return read_karpathy(spec.data, images, split=spec.split, max_captions=captions, name=name)
+    if fmt == "caption-list":
+        return read_caption_list(spec.data, images, max_captions=captions, name=name)
     if fmt == "image-folder":
-        return read_image_folder(spec.data, spec.classnames, name=name)
+        return read_image_folder(spec.data, spec.classnames, name=name, default_classnames=p["default_classnames"])
     if fmt == "label-file":
-        if not spec.classnames:
-            raise BenchmarkFormatError(spec.data, None, "a label file needs a class-names file (--classnames)")
+        if not spec.classnames and p["default_classnames"] != "builtin":
+            raise BenchmarkFormatError(spec.data, None, "a label file needs a class-names file (--classnames) "
+                                                        "or default_classnames: builtin")
         return read_label_file(spec.data, images, spec.classnames, name=name)
     return read_coco_instances(spec.data, images, skip_crowd=spec.skip_crowd, name=name)

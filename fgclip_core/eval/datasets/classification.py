@@ -2,8 +2,10 @@
 
 * Image folder: ``ROOT/<class folder>/<image>``; classes are the folder names in sorted order
   (the ImageFolder convention, e.g. WordNet ids ``n01440764``). Class names come from a class-names
-  file: either one name per line in that sorted order, or ``<folder>\\t<name>`` lines.
-  Without a file the folder names are used (underscores become spaces).
+  file: either one name per line in that sorted order, or ``<folder>\\t<name>`` lines. Without a
+  file: folders that are WordNet ids get the built-in ImageNet-1k names (all 1,000 classes needed;
+  ``default_classnames="builtin"``), and are refused otherwise (ids are never used as names); other
+  folder names are used as they are (underscores become spaces).
 * Label file: ``<relative image path> <label index>`` per line (whitespace separated; the path may
   not contain spaces), images under the images root, class names from the class-names file
   (one per line, line i = label i). Lines starting with ``#`` are comments.
@@ -15,13 +17,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 from fgclip_core.eval import io
 from fgclip_core.eval.datasets._json import bbox_xywh, load_json, read_source, require
 from fgclip_core.eval.datasets.errors import BenchmarkFormatError
 from fgclip_core.eval.datasets.types import BoxClassificationData, BoxItem, ClassificationData
+from fgclip_core.eval.prompts import N_IMAGENET_CLASSES, imagenet1k_classnames
 
+WORDNET_ID = re.compile(r"n\d{8}")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
@@ -54,14 +59,30 @@ def read_classnames(url: str, folders: list[str] | None = None) -> list[str]:
     return names
 
 
-def read_image_folder(root: str, classnames_file: str | None = None, name: str | None = None) -> ClassificationData:
+def _names_without_file(root: str, folders: list[str], default_classnames: str) -> tuple[list[str], str]:
+    if not all(WORDNET_ID.fullmatch(f) for f in folders):
+        return [f.replace("_", " ") for f in folders], "folders"
+    if default_classnames != "builtin":
+        raise BenchmarkFormatError(root, None, "the class folders are WordNet ids, which are not class names: give a "
+                                               "class-names file (--classnames) or default_classnames: builtin")
+    if len(folders) != N_IMAGENET_CLASSES:
+        raise BenchmarkFormatError(root, None, f"the class folders are WordNet ids but {len(folders)} of them, not the "
+                                               f"{N_IMAGENET_CLASSES} ImageNet-1k classes the built-in names are for: "
+                                               "give a class-names file (--classnames)")
+    return list(imagenet1k_classnames()), "builtin-imagenet1k"
+
+
+def read_image_folder(root: str, classnames_file: str | None = None, name: str | None = None,
+                      default_classnames: str = "builtin") -> ClassificationData:
     if not io.is_dir(root):
         raise BenchmarkFormatError(root, None, "expected a folder with one sub-folder per class")
     folders = [f for f in io.list_names(root) if io.is_dir(io.join(root, f))]
     if not folders:
         raise BenchmarkFormatError(root, None, "no class sub-folders")
-    classnames = (read_classnames(classnames_file, folders) if classnames_file
-                  else [f.replace("_", " ") for f in folders])
+    if classnames_file:
+        classnames, source = read_classnames(classnames_file, folders), "file"
+    else:
+        classnames, source = _names_without_file(root, folders, default_classnames)
     images, labels = [], []
     for label, folder in enumerate(folders):
         for fname in io.list_names(io.join(root, folder)):
@@ -71,11 +92,12 @@ def read_image_folder(root: str, classnames_file: str | None = None, name: str |
     if not images:
         raise BenchmarkFormatError(root, None, "no images in the class folders")
     return ClassificationData(name=name or PurePosixPath(root.rstrip("/")).name, source=root,
-                              images=images, labels=labels, classnames=classnames)
+                              images=images, labels=labels, classnames=classnames, classnames_source=source)
 
 
-def read_label_file(path: str, images_root: str, classnames_file: str, name: str | None = None) -> ClassificationData:
-    classnames = read_classnames(classnames_file)
+def read_label_file(path: str, images_root: str, classnames_file: str | None, name: str | None = None) -> ClassificationData:
+    """Without a class-names file, labels index the built-in ImageNet-1k names."""
+    classnames = read_classnames(classnames_file) if classnames_file else list(imagenet1k_classnames())
     images, labels = [], []
     for n, s in _lines(path):
         parts = s.split()
@@ -84,13 +106,14 @@ def read_label_file(path: str, images_root: str, classnames_file: str, name: str
         label = int(parts[1])
         if not 0 <= label < len(classnames):
             raise BenchmarkFormatError(path, n, f"label {label} outside [0, {len(classnames)}) "
-                                                f"(class names from {classnames_file})")
+                                                f"(class names from {classnames_file or 'the built-in ImageNet-1k list'})")
         images.append(io.join(images_root, parts[0]))
         labels.append(label)
     if not images:
         raise BenchmarkFormatError(path, None, "no labelled images")
     return ClassificationData(name=name or PurePosixPath(path).stem, source=path, images=images,
-                              labels=labels, classnames=classnames)
+                              labels=labels, classnames=classnames,
+                              classnames_source="file" if classnames_file else "builtin-imagenet1k")
 
 
 def read_coco_instances(path: str, images_root: str, skip_crowd: bool = False,

@@ -7,7 +7,8 @@
   script does with a flat image folder).
 * DCI: a folder of per-image annotation JSON files, each with ``image`` (file name under the
   images root) and ``extra_caption`` (the long human caption); files are read in name order.
-* Urban-1K: a folder with ``caption/<stem>.txt`` and ``image/<stem>.jpg``.
+* Urban-1K: a folder with ``caption/<stem>.txt`` and ``image/<stem>.jpg``; the caption is the file's
+  first line (``caption="first_line"``, the official reader) or the whole file (``"whole_file"``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _stem_key(stem: str) -> tuple[int, int | str]:
 
 
 def read_urban1k(root: str, images_root: str | None = None, image_ext: str = ".jpg",
-                 name: str = "urban-1k") -> RetrievalData:
+                 name: str = "urban-1k", caption: str = "first_line") -> RetrievalData:
     caption_dir = io.join(root, "caption")
     if not io.is_dir(caption_dir):
         raise BenchmarkFormatError(root, None, "expected an Urban-1K folder with 'caption/' and 'image/'")
@@ -83,9 +84,10 @@ def read_urban1k(root: str, images_root: str | None = None, image_ext: str = ".j
     images, texts = [], []
     for stem in stems:
         src = io.join(caption_dir, stem + ".txt")
-        caption = read_source(src).strip()
-        if not caption:
+        text = read_source(src).strip()
+        text = text.splitlines()[0].strip() if caption == "first_line" and text else text
+        if not text:
             raise BenchmarkFormatError(src, 1, "empty caption")
         images.append(io.join(image_dir, stem + image_ext))
-        texts.append(caption)
+        texts.append(text)
     return _one_per_image(name, root, images, texts)

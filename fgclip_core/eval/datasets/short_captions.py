@@ -5,6 +5,12 @@
   (a few COCO images have 6 or 7): 5,000 images and 25,000 texts for val2017.
 * Karpathy split (``dataset_flickr30k.json``): ``images`` with ``filename``, ``split`` and
   ``sentences[].raw``; the test split has 1,000 images with 5 captions each.
+* Caption list (``flickr30k_test.json``, ``coco_karpathy_test.json``): a JSON list of
+  ``{"image": "<path under the images root>", "caption": [captions] or "caption"}``, one item per
+  image, in file order.
+
+``max_captions`` (the protocol setting ``captions_per_image``; ``None`` = every caption) keeps the
+first captions of each image in file order.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ def _build(name: str, source: str, images: list[str], captions: list[list[str]])
     return RetrievalData(name=name, source=source, images=images, texts=texts, text_to_image=owner)
 
 
-def read_coco_captions(path: str, images_root: str, max_captions: int = MAX_CAPTIONS,
+def read_coco_captions(path: str, images_root: str, max_captions: int | None = MAX_CAPTIONS,
                        name: str = "coco-5k") -> RetrievalData:
     data = load_json(path)
     files: dict[int, str] = {}
@@ -60,7 +66,7 @@ def read_coco_captions(path: str, images_root: str, max_captions: int = MAX_CAPT
     return _build(name, path, [io.join(images_root, files[i]) for i in ids], [caps[i][:max_captions] for i in ids])
 
 
-def read_karpathy(path: str, images_root: str, split: str = "test", max_captions: int = MAX_CAPTIONS,
+def read_karpathy(path: str, images_root: str, split: str = "test", max_captions: int | None = MAX_CAPTIONS,
                   name: str = "flickr30k-1k") -> RetrievalData:
     data = load_json(path)
     images, captions = [], []
@@ -82,4 +88,25 @@ def read_karpathy(path: str, images_root: str, split: str = "test", max_captions
         captions.append(texts[:max_captions])
     if not images:
         raise BenchmarkFormatError(path, None, f"no images in split {split!r}")
+    return _build(name, path, images, captions)
+
+
+def read_caption_list(path: str, images_root: str, max_captions: int | None = MAX_CAPTIONS,
+                      name: str = "flickr30k-1k") -> RetrievalData:
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise BenchmarkFormatError(path, None, f"expected a JSON list of items, got {type(data).__name__}")
+    images, captions = [], []
+    for i, item in enumerate(data):
+        where = f"item {i}"
+        if not isinstance(item, dict):
+            raise BenchmarkFormatError(path, where, "expected an object")
+        image = require(item, "image", str, path, where)
+        raw = require(item, "caption", (str, list), path, where)
+        caps = [raw] if isinstance(raw, str) else raw
+        texts = [c.strip() for c in caps if isinstance(c, str) and c.strip()]
+        if not caps or len(texts) != len(caps):
+            raise BenchmarkFormatError(path, where, "'caption' must be a non-empty string or a list of them")
+        images.append(io.join(images_root, image))
+        captions.append(texts[:max_captions])
     return _build(name, path, images, captions)

@@ -26,6 +26,7 @@ class FGOVDItem:
     positive: str
     negatives: tuple[str, ...]
     line: int  # 1-based line in the JSONL file
+    attribute: str | None = None  # attribute type the negatives change (color, material, pattern, transparency)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ClassificationData:
     images: list[str]
     labels: list[int]
     classnames: list[str]
+    classnames_source: str = "file"  # "file", "builtin-imagenet1k" or "folders"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ def run_retrieval(suite: str, data: RetrievalData, encoder: CachedEncoder, setti
     texts = [data.texts[j] for j in kept_texts]
     txt_emb = encoder.texts(texts, mode)
     owner = torch.tensor(t2i, dtype=torch.long)
-    ranks = retrieval_ranks(img_emb, txt_emb, owner, chunk_size=settings.chunk_size)
+    ranks = retrieval_ranks(img_emb, txt_emb, owner, chunk_size=settings.chunk_size,
+                           tie_tol=settings.tie_tol)
     metrics = retrieval_metrics(ranks, settings.recall_ks)
 
     details = [{"kind": "i2t", "image": images[i], "rank": int(ranks.i2t[i])} for i in range(len(images))]

@@ -16,7 +16,8 @@ from fgclip_core.eval.suites._classifier import build_classifier, top_classes
 SUITE = "box-cls"
 
 
-def run(data: BoxClassificationData, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
+def run(data: BoxClassificationData, encoder: CachedEncoder, settings: EvalSettings,
+        protocol: dict) -> SuiteResult:
     by_image: OrderedDict[str, list[int]] = OrderedDict()
     for idx, item in enumerate(data.items):
         by_image.setdefault(item.image, []).append(idx)
@@ -34,7 +35,8 @@ def run(data: BoxClassificationData, encoder: CachedEncoder, settings: EvalSetti
     feats = torch.cat(rows)
     classifier = build_classifier(encoder, data.classnames, settings.box_templates)
     labels = torch.tensor([data.items[i].label for i in kept])
-    ranks = classification_ranks(feats, classifier, labels, chunk_size=settings.chunk_size)
+    ranks = classification_ranks(feats, classifier, labels, chunk_size=settings.chunk_size,
+                           tie_tol=settings.tie_tol)
     details = []
     for r, i in enumerate(kept):
         it = data.items[i]

@@ -12,5 +12,5 @@ SUITE = "long-retrieval"
 TEXT_MODE: TextMode = "long"
 
 
-def run(data: RetrievalData, encoder: CachedEncoder, settings: EvalSettings) -> SuiteResult:
+def run(data: RetrievalData, encoder: CachedEncoder, settings: EvalSettings, protocol: dict) -> SuiteResult:
     return run_retrieval(SUITE, data, encoder, settings, TEXT_MODE)

@@ -1,0 +1,53 @@
+"""Published figures: validated data, a release found by fingerprint, compared only under its protocol."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from fgclip_core.config import ConfigError
+from fgclip_core.eval.paper import (
+    PaperNumbers,
+    compare_with_paper,
+    format_metric,
+    load_paper_numbers,
+    paper_section,
+    release_for,
+)
+
+FP = "0123456789abcdef" + "f" * 48
+
+NUMBERS = PaperNumbers.model_validate({"releases": {"r": {
+    "model": "m", "source": "s", "fingerprints": [FP[:16]], "figures": {"b/accuracy": 40.0, "b/top1": 10.0}}}})
+
+
+def result(protocol="official", **metrics):
+    return SimpleNamespace(benchmark="b", metrics=metrics, protocol={"name": protocol, "settings": {}})
+
+
+def test_release_is_found_by_a_fingerprint_prefix_of_16_or_more():
+    assert release_for(FP, NUMBERS)[0] == "r"
+    assert release_for("f" * 64, NUMBERS) is None
+    short = PaperNumbers.model_validate({"releases": {"r": {"model": "m", "source": "s", "fingerprints": ["0123"]}}})
+    assert release_for(FP, short) is None  # a short prefix could match anything
+
+
+def test_comparison_in_percent_and_only_under_the_release_protocol():
+    rows = compare_with_paper([result(accuracy=0.425)], NUMBERS.releases["r"])
+    assert rows == {"b/accuracy": {"paper": 40.0, "ours": 42.5, "diff": pytest.approx(2.5)}}
+    assert compare_with_paper([result("clip_benchmark", accuracy=0.425)], NUMBERS.releases["r"]) == {}
+    section = paper_section([result(accuracy=0.425)], FP, NUMBERS)
+    assert section["release"] == "r" and section["metrics"] == rows
+    assert format_metric("b", "accuracy", 0.425, section) == "accuracy=42.50 (paper 40.00, +2.50)"
+    assert format_metric("b", "top5", 0.5, section) == "top5=50.00"
+
+
+def test_bad_paper_files_are_refused_with_the_file_named(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("releases: {r: {model: m, source: s, figures: {'b/accuracy': 140}}}\n")
+    with pytest.raises(ConfigError, match=str(bad)):
+        load_paper_numbers(bad)
+    bad.write_text("releases: {r: {model: m, figures: {}}}\n")
+    with pytest.raises(ConfigError, match="source"):
+        load_paper_numbers(bad)
