@@ -60,6 +60,7 @@ class EvalOutcome:
     report: ReportPaths
     mlflow_run_id: str | None
     tracking_failure: str | None = None
+    paper: dict | None = None  # the known release's published figures vs ours (fgclip_core.eval.paper)
 
 
 def _log_tracking(flat: dict[str, float], artifacts: list[tuple[Path, str]], tracking_uri: str | None,
@@ -80,7 +81,6 @@ def _log_tracking(flat: dict[str, float], artifacts: list[tuple[Path, str]], tra
     reason = reason if len(reason) <= 600 else reason[:597] + "..."
     log.warning("%s", reason)
     return None, reason
-    paper: dict | None = None  # the known release's published figures vs ours (fgclip_core.eval.paper)
 
 
 def _cached(model_dir: str, settings: EvalSettings, out: Path, factory: EncoderFactory) -> CachedEncoder:
