@@ -83,7 +83,7 @@ def test_poisoned_and_rehashed_checkpoint_is_refused_and_never_runs_code(runs, t
     res = run_train(out, "--max-steps", "2", "--set", "tracking.enabled=false", "--set", "export=false",
                     "--set", f"deepspeed.zero_stage={zero}", "--resume", "latest", check=False)
     assert res.returncode != 0
-    errors = [line for line in res.stderr.splitlines() if line.startswith("Error: ")]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, res.stderr[-3000:]
     assert str(tag_dir / name) in errors[0] and expected in errors[0], errors[0]
     assert "Traceback" not in res.stderr
