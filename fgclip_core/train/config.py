@@ -35,7 +35,9 @@ class ModelSection(StrictModel):
 class DataSection(StrictModel):
     """Where the shards are (``--data``) and the data layer's own loader config (its defaults)."""
 
-    url: str | None = None     # shard folder / fsspec URL, or ``synthetic://`` (tests, benchmarks)
+    # shard folder / fsspec URL, several of them (read as one set, e.g. one per image batch), or
+    # ``synthetic://`` (tests, benchmarks)
+    url: str | list[str] | None = None
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
 
     @property
