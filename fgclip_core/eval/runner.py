@@ -25,7 +25,7 @@ from fgclip_core.eval.encoder import CachedEncoder, Encoder, FGCLIPEncoder
 from fgclip_core.eval.report import ReportPaths, write_report
 from fgclip_core.eval.result import SuiteResult
 from fgclip_core.eval.suites import box_cls, fgovd, long_retrieval, short_retrieval, zeroshot
-from fgclip_core.eval.tracking import log_to_mlflow, mlflow_name
+from fgclip_core.eval.tracking import DEFAULT_EXPERIMENT, log_to_mlflow, mlflow_name
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,10 @@ def run_benchmark(spec: BenchmarkSpec, encoder: CachedEncoder, settings: EvalSet
 
 def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, settings: EvalSettings | None = None,
              baseline_dir: str | None = None, tracking_uri: str | None = None,
-             encoder_factory: EncoderFactory = default_encoder_factory) -> EvalOutcome:
+             encoder_factory: EncoderFactory = default_encoder_factory, experiment: str | None = None,
+             run_name: str = "fgclip-eval", tags: dict[str, str] | None = None) -> EvalOutcome:
+    """``experiment``/``run_name``/``tags``: where and how the MLflow run is recorded (lineage tags
+    such as the orchestrator's run id go in ``tags``); default experiment: MLflow's ``Default``."""
     settings = settings or EvalSettings()
     out = Path(output)
     # Read every benchmark first: a malformed file fails before any model is loaded.
@@ -109,6 +112,7 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
 
     flat = {mlflow_name("eval", r.benchmark, k): v for r, _ in pairs for k, v in r.metrics.items()}
     flat.update({mlflow_name("eval_baseline", b.benchmark, k): v for _, b in pairs if b for k, v in b.metrics.items()})
-    run_id = log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri,
-                           tags={"eval.model": model_dir, "eval.baseline": baseline_dir or ""})
+    run_id = log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri, run_name=run_name,
+                           tags={"eval.model": model_dir, "eval.baseline": baseline_dir or "", **(tags or {})},
+                           experiment=experiment or DEFAULT_EXPERIMENT)
     return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id)
