@@ -1,14 +1,12 @@
 """Blocking asset checks: gates a run must pass before the assets downstream of them execute."""
 
 import json
-import math
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, Config, asset_check
 from pydantic import Field
 
 from assets.data import training_shards, validated_records
-from assets.evaluation import evaluation
-from orchestration.resources import EVAL, SHARDS, VALIDATED, WorkspaceResource
+from orchestration.resources import SHARDS, VALIDATED, WorkspaceResource
 
 
 class QuarantineGateConfig(Config):
@@ -49,23 +47,4 @@ def shards_manifest_verifies(context: AssetCheckExecutionContext, workspace: Wor
                                       "problems": problems[:20], "problem_count": len(problems)})
 
 
-class MetricsGateConfig(Config):
-    required: list[str] = Field(default_factory=lambda: ["fgovd-sample/accuracy"],
-                                description="metrics that must be present (the registry's gate metric)")
-
-
-@asset_check(asset=evaluation, blocking=True,
-             description="metrics.json holds metrics, the required ones included, and all are finite.")
-def evaluation_metrics_finite(context: AssetCheckExecutionContext, config: MetricsGateConfig,
-                              workspace: WorkspaceResource) -> AssetCheckResult:
-    path = workspace.local_path(EVAL, "metrics.json")
-    if not path.is_file():
-        return AssetCheckResult(passed=False, metadata={"problem": f"{path}: missing"})
-    metrics = json.loads(path.read_text()).get("metrics") or {}
-    bad = sorted(k for k, v in metrics.items() if not isinstance(v, int | float) or not math.isfinite(v))
-    missing = sorted(set(config.required) - set(metrics))
-    return AssetCheckResult(passed=bool(metrics) and not bad and not missing,
-                            metadata={"metrics": len(metrics), "non_finite": bad, "missing": missing})
-
-
-ALL_CHECKS = [quarantine_ratio_below_threshold, shards_manifest_verifies, evaluation_metrics_finite]
+ALL_CHECKS = [quarantine_ratio_below_threshold, shards_manifest_verifies]
