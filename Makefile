@@ -38,8 +38,28 @@ cpu-allocator:
 	            || { timeout 300 apt-get update -q >/dev/null && timeout 300 apt-get install -y -q libtcmalloc-minimal4 >/dev/null; }; }; }
 	@$(PY) -c "from fgclip_core.train.allocator import find_tcmalloc as f; p = f(); print('tcmalloc:', p); assert p"
 
+.PHONY: demo-cli ui
+# The whole graph through Dagster on the embedded defaults (SQLite Dagster instance in .fgclip/dagster_home,
+# SQLite MLflow, local folders); each run lands the next sample batch, ticks the sensor, annotates only the
+# new batch, retrains on all of them and applies the promotion gates (orchestration/demo.py).
 demo: $(STAMP)
+	$(PY) -m orchestration.demo
+
+# The same pipeline as plain `fgclip` commands, no Dagster (fgclip_core/demo.py).
+demo-cli: $(STAMP)
 	$(PY) -m fgclip_core.demo
+
+# The Dagster UI (webserver + daemon) and the MLflow UI, both on 127.0.0.1; Ctrl-C stops both.
+DAGSTER_PORT ?= 3000
+MLFLOW_PORT ?= 5000
+ui: $(STAMP)
+	@export DAGSTER_HOME="$${DAGSTER_HOME:-$(FGCLIP_HOME)/dagster_home}"; $(PY) -m orchestration.instance; \
+	MLFLOW_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(FGCLIP_HOME)/mlflow.db}"; \
+	echo "Dagster http://127.0.0.1:$(DAGSTER_PORT)  MLflow http://127.0.0.1:$(MLFLOW_PORT) ($$MLFLOW_URI)"; \
+	$(VENV)/bin/mlflow ui --backend-store-uri "$$MLFLOW_URI" --host 127.0.0.1 --port $(MLFLOW_PORT) & \
+	MLFLOW_PID=$$!; trap 'kill $$MLFLOW_PID 2>/dev/null' EXIT INT TERM; \
+	MLFLOW_UI_URL=$${MLFLOW_UI_URL:-http://127.0.0.1:$(MLFLOW_PORT)} \
+	  $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 # The same pipeline as Dagster assets (orchestration/definitions.py), run once from the command line.
 dagster-demo: $(STAMP)

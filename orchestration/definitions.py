@@ -31,14 +31,12 @@ SCHEDULES = [*MODEL_SCHEDULES]
 SENSORS: list = []
 
 
-def make_resources(workspace: WorkspaceResource | None = None, training: TrainingResource | None = None,
-                   tracking_uri: str | None = None, data_url: str | None = None,
-                   model_name: str = "fgclip") -> dict[str, object]:
-    """Every resource; ``data_url`` (default ``settings.data_url()``) holds the versioned outputs and refs."""
-    ws = workspace or WorkspaceResource()
+def model_resources(training: TrainingResource | None = None, tracking_uri: str | None = None,
+                    data_url: str | None = None, model_name: str = "fgclip") -> dict[str, object]:
+    """The model side's resources; ``data_url`` (default ``settings.data_url()``) holds the versioned
+    outputs and the references (``ref_io_manager``, shared with the data side)."""
     data = data_url or settings.data_url()
     return {
-        "workspace": ws,
         "ref_io_manager": RefIOManager(base_url=data),
         "output_store": OutputStoreResource(root=data),
         "mlflow": MLflowResource(tracking_uri=tracking_uri),
@@ -46,6 +44,13 @@ def make_resources(workspace: WorkspaceResource | None = None, training: Trainin
         "training": training or TrainingResource(),
         "pipes_subprocess_client": PipesSubprocessClient(),
     }
+
+
+def make_resources(workspace: WorkspaceResource | None = None, training: TrainingResource | None = None,
+                   tracking_uri: str | None = None, data_url: str | None = None,
+                   model_name: str = "fgclip") -> dict[str, object]:
+    return {"workspace": workspace or WorkspaceResource(),
+            **model_resources(training, tracking_uri, data_url, model_name)}
 
 
 defs = Definitions(assets=ALL_ASSETS, asset_checks=CHECKS, resources=make_resources(), jobs=JOBS,

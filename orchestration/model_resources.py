@@ -25,11 +25,19 @@ class MLflowResource(ConfigurableResource):
         db = self._sqlite_path(uri)
         if db is not None and not db.exists():
             # A fresh store: create it with its artifact root next to the database (MLflow's default
-            # is ./mlruns under whatever the working directory is).
+            # is ./mlruns under whatever the working directory is). Under a lock: two runs starting at
+            # once would otherwise both run the schema migrations on one file.
+            import fcntl
+
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
             db.parent.mkdir(parents=True, exist_ok=True)
-            SqlAlchemyStore(uri, self.artifact_root())
+            with open(db.with_name(db.name + ".create.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not db.exists():
+                    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}-{id(lock)}")
+                    SqlAlchemyStore(f"sqlite:///{tmp}", self.artifact_root()).engine.dispose()
+                    tmp.rename(db)
         return uri
 
     @staticmethod

@@ -1,4 +1,8 @@
-"""The partitions of the per-batch assets: one per image batch of the raw source (added by the sensor)."""
+"""The partitions of the data assets: one per image batch (a direct subfolder of the raw source).
+
+Partitions are added by the raw-source sensor (``orchestration.sensors``) as batches land, or by hand
+in the UI (Assets -> raw_images -> Partitions -> Add partition).
+"""
 
 from dagster import DynamicPartitionsDefinition
 

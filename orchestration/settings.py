@@ -1,6 +1,17 @@
-"""Where the Dagster layer keeps things, from the environment with defaults under ``.fgclip/`` of the
-working directory (``FGCLIP_HOME`` moves it). One source of these defaults for assets, resources,
-``dagster.yaml`` and the demo. Read at call time, so a test or the demo can set the variables first.
+"""The one place that holds the defaults of where things live (read from the environment at call time).
+
+Everything goes under ``.fgclip/`` of the working directory unless ``FGCLIP_HOME`` moves it:
+
+- ``fgclip_home()``: ``$FGCLIP_HOME`` or ``./.fgclip`` (absolute);
+- ``data_url()``: ``$FGCLIP_DATA_URL`` (a path or ``s3://`` URL) or ``<home>/data``: every asset's output;
+- ``raw_url()``: ``$FGCLIP_RAW_URL`` or ``<home>/raw/incoming``: the raw source whose direct subfolders
+  are image batches (the default is filled with the bundled sample's first batch on first use);
+- ``dagster_home()``: ``$DAGSTER_HOME`` or ``<home>/dagster_home``;
+- ``mlflow_tracking_uri()``: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<home>/mlflow.db``;
+- ``mlflow_ui_url()``: ``$MLFLOW_UI_URL`` or None (links then use the tracking URI when it is http(s));
+- ``sensor_interval_s()``: ``$FGCLIP_SENSOR_INTERVAL_S`` or 30: how often the raw-source sensor looks;
+- ``retrain_cron()``: ``$FGCLIP_RETRAIN_CRON`` or ``0 3 * * *`` (daily 03:00 UTC): scheduled retraining;
+- ``keep_versions()``: ``$FGCLIP_KEEP_VERSIONS`` or 5: versioned output folders kept per model-side asset.
 """
 
 from __future__ import annotations
@@ -8,46 +19,75 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+DEFAULT_SENSOR_INTERVAL_S = 30
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
 
 def fgclip_home() -> Path:
-    return Path(os.environ.get("FGCLIP_HOME") or ".fgclip").resolve()
+    return Path(_env("FGCLIP_HOME") or ".fgclip").resolve()
 
 
 def data_url() -> str:
-    """Root of every versioned output (a path or an ``s3://`` URL): ``FGCLIP_DATA_URL`` or ``<home>/data``."""
-    return os.environ.get("FGCLIP_DATA_URL") or str(fgclip_home() / "data")
+    return _env("FGCLIP_DATA_URL") or str(fgclip_home() / "data")
+
+
+def default_raw_url() -> str:
+    return str(fgclip_home() / "raw" / "incoming")
 
 
 def raw_url() -> str:
-    """The raw image source whose subfolders are image batches: ``FGCLIP_RAW_URL`` or ``<home>/incoming``."""
-    return os.environ.get("FGCLIP_RAW_URL") or str(fgclip_home() / "incoming")
+    return _env("FGCLIP_RAW_URL") or default_raw_url()
+
+
+def raw_url_is_default() -> bool:
+    return _env("FGCLIP_RAW_URL") is None
 
 
 def dagster_home() -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or fgclip_home() / "dagster_home").resolve()
+    return Path(_env("DAGSTER_HOME") or fgclip_home() / "dagster_home").resolve()
 
 
 def mlflow_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{fgclip_home() / 'mlflow.db'}"
+    return _env("MLFLOW_TRACKING_URI") or f"sqlite:///{fgclip_home() / 'mlflow.db'}"
 
 
 def mlflow_ui_url() -> str | None:
-    """Base URL of the MLflow UI for links, when it differs from the tracking URI (``MLFLOW_UI_URL``)."""
-    return os.environ.get("MLFLOW_UI_URL") or None
+    return _env("MLFLOW_UI_URL")
+
+
+def sensor_interval_s() -> int:
+    value = _env("FGCLIP_SENSOR_INTERVAL_S")
+    if value is None:
+        return DEFAULT_SENSOR_INTERVAL_S
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise ValueError(f"FGCLIP_SENSOR_INTERVAL_S={value!r}: expected a whole number of seconds") from None
+    if seconds < 1:
+        raise ValueError(f"FGCLIP_SENSOR_INTERVAL_S={value!r}: must be at least 1")
+    return seconds
+
+
+DEFAULT_RETRAIN_CRON = "0 3 * * *"
+DEFAULT_KEEP_VERSIONS = 5
 
 
 def retrain_cron() -> str:
-    """Cron of scheduled retraining (``FGCLIP_RETRAIN_CRON``, default daily at 03:00 UTC)."""
-    return os.environ.get("FGCLIP_RETRAIN_CRON") or "0 3 * * *"
+    return _env("FGCLIP_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON
 
 
 def keep_versions() -> int:
-    """How many versions of each model-side output folder are kept (``FGCLIP_KEEP_VERSIONS``, default 5)."""
-    raw = os.environ.get("FGCLIP_KEEP_VERSIONS") or "5"
+    value = _env("FGCLIP_KEEP_VERSIONS")
+    if value is None:
+        return DEFAULT_KEEP_VERSIONS
     try:
-        n = int(raw)
+        n = int(value)
     except ValueError:
-        raise ValueError(f"FGCLIP_KEEP_VERSIONS={raw!r}: not an integer") from None
+        raise ValueError(f"FGCLIP_KEEP_VERSIONS={value!r}: expected a whole number") from None
     if n < 1:
-        raise ValueError(f"FGCLIP_KEEP_VERSIONS={n}: keep at least 1")
+        raise ValueError(f"FGCLIP_KEEP_VERSIONS={value!r}: keep at least 1")
     return n

@@ -31,7 +31,8 @@ def test_definitions_load_with_job_checks_and_resources():
                       (K("training_shards"), "shards_manifest_verifies"),
                       (K("evaluation"), "evaluation_metrics_finite")}
     assert all(_graph().get_check_spec(c).blocking for c in _graph().asset_check_keys)
-    assert {"workspace", "mlflow", "training", "pipes_subprocess_client"} <= set(defs.resources)
+    assert {"workspace", "mlflow", "training", "pipes_subprocess_client", "ref_io_manager", "output_store",
+            "registry"} <= set(defs.resources)
 
 
 def test_lineage_follows_the_pipeline():
@@ -44,7 +45,7 @@ def test_lineage_follows_the_pipeline():
         K("training_shards"): {K("validated_records")},
         K("base_checkpoint"): set(),
         K("trained_model"): {K("training_shards"), K("base_checkpoint")},
-        K("eval_benchmarks"): {K("raw_images")},
+        K("eval_benchmarks"): set(),
         K("evaluation"): {K("trained_model"), K("base_checkpoint"), K("eval_benchmarks")},
         K("registered_model"): {K("trained_model"), K("evaluation")},
     }

@@ -1,0 +1,137 @@
+"""The model side of the Dagster graph in-process on tiny data: a stand-in partitioned training_shards
+(two sample batches), real tiny training in a subprocess (Pipes), evaluation, gated registration in a
+SQLite MLflow store; then a second batch and a retrain on both; and two trainings at once."""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, instance_for_test, materialize
+from mlflow import MlflowClient
+
+from assets.evaluation import eval_benchmarks, evaluation
+from assets.registry import registered_model
+from assets.training import base_checkpoint, trained_model
+from orchestration.definitions import make_resources
+from orchestration.model_checks import evaluation_metrics_finite
+from orchestration.model_resources import TrainingResource
+from tests.dagster_standins import real_shards_asset
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 2
+MODEL = [base_checkpoint, trained_model, eval_benchmarks, evaluation, registered_model]
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri(monkeypatch):
+    # register_checkpoint sets the process-wide tracking URI; give later tests back the one they had
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch, sample_set):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # nothing may land in the working directory (MLflow's ./mlruns default)
+    training = TrainingResource(max_steps=STEPS, nproc=1, save_every=0,
+                                torch_extensions_dir=str(REPO / ".fgclip" / "torch_extensions"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    resources = make_resources(training=training, tracking_uri=uri, data_url=str(tmp_path / "data"))
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("image_batches", ["batch-a", "batch-b"])
+        yield {"instance": instance, "resources": resources, "shards": real_shards_asset(sample_set),
+               "uri": uri, "data": tmp_path / "data", "cwd": cwd}
+
+
+def _meta(result, name: str) -> dict:
+    (mat,) = result.asset_materializations_for_node(name)
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def _land(env, batch):
+    r = materialize([env["shards"]], partition_key=batch, instance=env["instance"], resources=env["resources"])
+    assert r.success
+    return _meta(r, "training_shards")["manifest_sha256"]
+
+
+def _run(env, selection):
+    r = materialize([env["shards"], *MODEL, evaluation_metrics_finite], selection=selection,
+                    instance=env["instance"], resources=env["resources"], raise_on_error=False)
+    assert r.success, [e.message for e in r.all_events if e.is_failure]
+    return r
+
+
+def test_model_side_trains_on_every_batch_evaluates_and_registers_with_lineage(env):
+    sha_a = _land(env, "batch-a")
+    r1 = _run(env, [a.key for a in MODEL])
+    t1, ev1, reg1 = _meta(r1, "trained_model"), _meta(r1, "evaluation"), _meta(r1, "registered_model")
+    assert t1["steps"] == STEPS and t1["partitions"] == ["batch-a"] and t1["samples_in_shards"] == 7
+    assert json.loads(t1["shard_manifests"]) == {"batch-a": sha_a}
+    assert Path(t1["export_dir"]).is_relative_to(env["data"] / "trained_model" / r1.run_id)
+    assert t1["loss_curve"].startswith("![training loss](data:image/png;base64,")
+    assert "| fgovd-sample | accuracy |" in ev1["metrics"] and ev1["non_finite_metrics"] == 0
+    assert ev1["report_image"].startswith("![evaluation report](data:image/png;base64,")
+    checks = {e.check_name: e.passed for e in r1.get_asset_check_evaluations()}
+    assert checks == {"evaluation_metrics_finite": True}
+
+    client = MlflowClient(env["uri"])
+    v1 = client.get_model_version("fgclip", reg1["version"])
+    assert str(client.get_model_version_by_alias("fgclip", "challenger").version) == reg1["version"] == "1"
+    tags = v1.tags
+    assert tags["dagster.run_id"] == r1.run_id and tags["fgclip.training_dagster_run_id"] == r1.run_id
+    assert tags["fgclip.shard_manifests"] == t1["shard_manifests"] == reg1["shard_manifests"]
+    assert tags["fgclip.partitions"] == '["batch-a"]'
+    assert tags["fgclip.base_checkpoint_sha256"] == t1["base_checkpoint_sha256"] == reg1["base_checkpoint_sha256"]
+    assert tags["fgclip.code_version"] and tags["promotion.decision"] == reg1["decision"]
+    assert "| minimum | fgovd-sample/accuracy |" in reg1["gates"]
+    # the first version is champion exactly when it passed the absolute minimum
+    first_ok = tags["gate.minimum.fgovd-sample/accuracy"] == "pass"
+    assert reg1["promoted"] is first_ok and (reg1["champion_now"] == "1") is first_ok
+    # evaluation runs: in the named experiment, with the lineage tags
+    (eval_run,) = client.search_runs([client.get_experiment_by_name("fgclip-eval").experiment_id])
+    assert eval_run.info.run_id == ev1["mlflow_run_id"] == tags["fgclip.eval_run_id"]
+    assert eval_run.data.tags["dagster.run_id"] == r1.run_id
+    assert eval_run.data.tags["fgclip.shard_manifests"] == t1["shard_manifests"]
+    train_run = client.get_run(t1["mlflow_run_id"])
+    assert train_run.data.tags["fgclip.shard_manifests"] == t1["shard_manifests"]
+
+    # the second batch lands: retrain on both, version 2 registered and gated
+    sha_b = _land(env, "batch-b")
+    r2 = _run(env, [AssetKey("trained_model"), AssetKey("evaluation"), AssetKey("registered_model")])
+    t2, reg2 = _meta(r2, "trained_model"), _meta(r2, "registered_model")
+    assert t2["partitions"] == ["batch-a", "batch-b"] and t2["samples_in_shards"] == 13
+    assert json.loads(t2["shard_manifests"]) == {"batch-a": sha_a, "batch-b": sha_b}
+    assert reg2["version"] == "2" and reg2["champion_version"] == ("1" if first_ok else "")
+    assert str(client.get_model_version_by_alias("fgclip", "challenger").version) == "2"
+    champion = client.get_model_version("fgclip", "2").tags["promotion.decision"]
+    assert champion == reg2["decision"]
+    # both trainings' folders are kept (retention keeps 5), each under its own run id
+    assert Path(t1["export_dir"], "config.json").is_file() and Path(t2["export_dir"], "config.json").is_file()
+    assert not list(env["cwd"].iterdir()), "files written into the working directory"
+
+
+def test_two_concurrent_trainings_both_succeed_in_separate_folders(env):
+    _land(env, "batch-a")
+    _run(env, [AssetKey("base_checkpoint")])
+    results = {}
+
+    def train(i):
+        results[i] = materialize([env["shards"], base_checkpoint, trained_model], selection=[AssetKey("trained_model")],
+                                 instance=env["instance"], resources=env["resources"], raise_on_error=False)
+
+    threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    assert all(results[i].success for i in range(2)), [e.message for r in results.values() for e in r.all_events
+                                                      if e.is_failure]
+    exports = [Path(_meta(results[i], "trained_model")["export_dir"]) for i in range(2)]
+    assert results[0].run_id != results[1].run_id and exports[0] != exports[1]
+    for i, path in enumerate(exports):
+        assert path.is_relative_to(env["data"] / "trained_model" / results[i].run_id)
+        assert (path / "config.json").is_file() and (path.parents[1] / "summary.json").is_file()
