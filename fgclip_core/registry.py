@@ -118,8 +118,8 @@ def _example_input(checkpoint_dir: Path) -> pd.DataFrame:
 
     buf = io.BytesIO()
     Image.new("RGB", (size, size), (120, 80, 40)).save(buf, format="PNG")
-    return pd.DataFrame({"text": ["a photo of a brown square", None],
-                         "image": [None, base64.b64encode(buf.getvalue()).decode()]})
+    # raw bytes for the `binary` image column: MLflow writes them as base64 in the serving example
+    return pd.DataFrame({"text": ["a photo of a brown square", None], "image": [None, buf.getvalue()]})
 
 
 def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[str, float] | None = None,

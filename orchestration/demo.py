@@ -18,6 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from fgclip_core.storage import filesystem
+
+# Dagster's console log at INFO (the step debug events stay in the instance, visible in the UI)
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def _say(title: str) -> None:
     print(f"\n=== {title}", flush=True)
@@ -32,7 +37,8 @@ def _sensor_tick(instance, defs, cursor_file: Path) -> tuple[list[str], list]:
 
     sensor = defs.resolve_sensor_def("raw_batches_sensor")
     cursor = cursor_file.read_text() if cursor_file.is_file() else None
-    with build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as ctx:
+    with build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                              resources=dict(defs.resources)) as ctx:
         result = sensor(ctx)
     if isinstance(result, SkipReason) or result is None:
         print(f"sensor: {getattr(result, 'skip_message', 'nothing to do')}")
@@ -58,10 +64,9 @@ def _counts(store, asset: str, partition: str | None) -> dict:
 
 
 def _land_next_batch(raw: str) -> str | None:
-    from fgclip_core import storage
     from fgclip_core.sample.batches import SAMPLE_BATCHES, land_sample_batch, sample_batch_name
 
-    fs, base = storage.filesystem(raw)
+    fs, base = filesystem(raw)
     for index in range(1, SAMPLE_BATCHES + 1):
         if not fs.exists(f"{base.rstrip('/')}/{sample_batch_name(index)}"):
             return land_sample_batch(raw, index)
@@ -97,7 +102,7 @@ def run(steps: int, nproc: int) -> int:
     job = defs.resolve_job_def("annotate_batch")
     for req in requests:
         res = job.execute_in_process(partition_key=req.partition_key, instance=instance, tags=dict(req.tags),
-                                     raise_on_error=False)
+                                     run_config=QUIET, raise_on_error=False)
         print(f"annotate_batch[{req.partition_key}]: {'ok' if res.success else 'FAILED'} (run {res.run_id[:8]})")
         if not res.success:
             return 1
@@ -118,7 +123,7 @@ def run(steps: int, nproc: int) -> int:
     resources = {**defs.resources, "training": TrainingResource(max_steps=steps, nproc=nproc)}
     checks = list(defs.asset_checks or [])
     res = materialize([*ALL_ASSETS, *checks], selection=selection, instance=instance, resources=resources,
-                      raise_on_error=False, tags={"fgclip.trigger": "make demo"})
+                      raise_on_error=False, tags={"fgclip.trigger": "make demo"}, run_config=QUIET)
     if not res.success:
         for e in res.all_events:
             if e.is_failure:
@@ -147,6 +152,8 @@ def _report(instance, store, partitions, t0: float, trained: bool, result=None) 
         from dagster import AssetKey
 
         metrics = store.load(AssetKey("evaluation")).metrics
+        print(f"evaluation on benchmark set {ev['benchmarks_sha256'][:12]} (champion compared: "
+              f"{ev['champion_version'] or 'none yet'}); report {ev['report']}")
         print("metrics: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in sorted(metrics.items())
                                        if k.endswith(("accuracy", "i2t_R@1", "top1"))))
         print(f"\nregistered {reg['model_name']} v{reg['version']} as @{reg['alias']}: {reg['decision']}\n")
@@ -157,7 +164,7 @@ def _report(instance, store, partitions, t0: float, trained: bool, result=None) 
     for alias in ("challenger", "champion"):
         try:
             aliases[alias] = client.get_model_version_by_alias("fgclip", alias).version
-        except Exception:  # noqa: BLE001 - no such alias yet
+        except Exception:  # no such alias yet
             aliases[alias] = "-"
     print(f"\naliases: @challenger v{aliases['challenger']}, @champion v{aliases['champion']}")
     print(f"done in {time.perf_counter() - t0:.0f} s. Look: `make ui` (Dagster http://127.0.0.1:3000, "

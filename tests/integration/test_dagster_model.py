@@ -3,11 +3,13 @@
 SQLite MLflow store; then a second batch and a retrain on both; and two trainings at once."""
 
 import json
-import threading
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, instance_for_test, materialize
+from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 from mlflow import MlflowClient
 
 from assets.evaluation import eval_benchmarks, evaluation
@@ -114,24 +116,32 @@ def test_model_side_trains_on_every_batch_evaluates_and_registers_with_lineage(e
     assert not list(env["cwd"].iterdir()), "files written into the working directory"
 
 
-def test_two_concurrent_trainings_both_succeed_in_separate_folders(env):
-    _land(env, "batch-a")
-    _run(env, [AssetKey("base_checkpoint")])
-    results = {}
-
-    def train(i):
-        results[i] = materialize([env["shards"], base_checkpoint, trained_model], selection=[AssetKey("trained_model")],
-                                 instance=env["instance"], resources=env["resources"], raise_on_error=False)
-
-    threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=900)
-    assert all(results[i].success for i in range(2)), [e.message for r in results.values() for e in r.all_events
-                                                      if e.is_failure]
-    exports = [Path(_meta(results[i], "trained_model")["export_dir"]) for i in range(2)]
-    assert results[0].run_id != results[1].run_id and exports[0] != exports[1]
-    for i, path in enumerate(exports):
-        assert path.is_relative_to(env["data"] / "trained_model" / results[i].run_id)
-        assert (path / "config.json").is_file() and (path.parents[1] / "summary.json").is_file()
+def test_two_concurrent_trainings_both_succeed_in_separate_folders(tmp_path, monkeypatch, sample_set):
+    """Two run processes (as two Dagster run workers) materialise trained_model at the same time on one
+    instance, one data root and one MLflow store: both succeed, each in its own folder."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    data, uri = tmp_path / "data", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    resources = make_resources(tracking_uri=uri, data_url=str(data))
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("image_batches", ["batch-a"])
+        assert materialize([real_shards_asset(sample_set)], partition_key="batch-a", instance=instance,
+                           resources=resources).success
+        assert materialize([base_checkpoint], instance=instance, resources=resources).success
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
+           "TORCH_EXTENSIONS_DIR": str(REPO / ".fgclip" / "torch_extensions")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "tests.integration.dagster_train_run", str(home), str(data), uri, str(STEPS)]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=1200)
+        assert p.returncode == 0, out[-3000:] + err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(o["success"] for o in outs)
+    assert outs[0]["run_id"] != outs[1]["run_id"] and outs[0]["export_dir"] != outs[1]["export_dir"]
+    for o in outs:
+        path = Path(o["export_dir"])
+        assert path.is_relative_to(data / "trained_model" / o["run_id"])
+        assert (path / "config.json").is_file() and (path.parent / "summary.json").is_file()
