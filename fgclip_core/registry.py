@@ -5,8 +5,10 @@ MLflow 3 aliases replace stages: ``models:/NAME@champion`` is what serving loads
 own loader (``FGCLIPModel.from_pretrained`` on the checkpoint shipped as an artifact), so a registered
 model loads back without this repository's training code being importable beyond ``fgclip_core``.
 
-Input of the pyfunc: a DataFrame with a ``text`` column and/or an ``image`` column (base64-encoded
-image bytes); each row is embedded as an image when ``image`` is set, else as a text. Param
+Input of the pyfunc: a DataFrame with a ``text`` column and/or an ``image`` column (signature type
+``binary``: base64 in a JSON request; a local DataFrame may hold raw bytes or base64 text); each row is
+embedded as an image when ``image`` is set, else as a text. MLflow's JSON parser refuses nulls in a
+binary column, so a served request sends text rows and image rows separately. Param
 ``text_mode``: ``long`` (248 tokens, ``text_filip_projection``) or ``short`` (77, ``text_projection``).
 Output: a DataFrame with ``kind`` and ``embedding`` (L2-normalised floats).
 """
@@ -118,8 +120,10 @@ def _example_input(checkpoint_dir: Path) -> pd.DataFrame:
 
     buf = io.BytesIO()
     Image.new("RGB", (size, size), (120, 80, 40)).save(buf, format="PNG")
-    # raw bytes for the `binary` image column: MLflow writes them as base64 in the serving example
-    return pd.DataFrame({"text": ["a photo of a brown square", None], "image": [None, buf.getvalue()]})
+    # Raw bytes for the `binary` image column (MLflow writes them as base64 in the serving example). One
+    # image row: MLflow's JSON parser refuses a null in a binary column, so a serving request sends its
+    # text rows and its image rows apart (each column is optional).
+    return pd.DataFrame({"image": [buf.getvalue()]})
 
 
 def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[str, float] | None = None,

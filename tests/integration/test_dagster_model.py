@@ -132,13 +132,17 @@ def test_two_concurrent_trainings_both_succeed_in_separate_folders(tmp_path, mon
            "TORCH_EXTENSIONS_DIR": str(REPO / ".fgclip" / "torch_extensions")}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "tests.integration.dagster_train_run", str(home), str(data), uri, str(STEPS)]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    # output to files, not pipes: a run blocked on a full pipe would hold the instance's SQLite lock
+    logs = [(tmp_path / f"run{i}.out", tmp_path / f"run{i}.err") for i in range(2)]
+    procs = []
+    for out, err in logs:
+        with out.open("w") as o, err.open("w") as e:
+            procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=o, stderr=e, text=True))
     outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=1200)
-        assert p.returncode == 0, out[-3000:] + err[-3000:]
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    for p, (out, err) in zip(procs, logs, strict=True):
+        p.wait(timeout=1200)
+        assert p.returncode == 0, out.read_text()[-3000:] + err.read_text()[-3000:]
+        outs.append(json.loads(out.read_text().strip().splitlines()[-1]))
     assert all(o["success"] for o in outs)
     assert outs[0]["run_id"] != outs[1]["run_id"] and outs[0]["export_dir"] != outs[1]["export_dir"]
     for o in outs:
