@@ -17,11 +17,14 @@ from assets.registry import registered_model
 from assets.training import base_checkpoint, trained_model
 from orchestration.definitions import make_resources
 from orchestration.model_checks import evaluation_metrics_finite
+from orchestration.model_jobs import evaluate_champion_job
 from orchestration.model_resources import TrainingResource
 from tests.dagster_standins import real_shards_asset
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+# DeepSpeed's compiled ops: the one cache the environment names (Makefile, CI), else this checkout's
+TORCH_EXTENSIONS = os.environ.get("TORCH_EXTENSIONS_DIR") or str(REPO / ".fgclip" / "torch_extensions")
 STEPS = 2
 MODEL = [base_checkpoint, trained_model, eval_benchmarks, evaluation, registered_model]
 
@@ -40,7 +43,7 @@ def env(tmp_path, monkeypatch, sample_set):
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # nothing may land in the working directory (MLflow's ./mlruns default)
     training = TrainingResource(max_steps=STEPS, nproc=1, save_every=0,
-                                torch_extensions_dir=str(REPO / ".fgclip" / "torch_extensions"))
+                                torch_extensions_dir=TORCH_EXTENSIONS)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     resources = make_resources(training=training, tracking_uri=uri, data_url=str(tmp_path / "data"))
     with instance_for_test() as instance:
@@ -60,9 +63,13 @@ def _land(env, batch):
     return _meta(r, "training_shards")["manifest_sha256"]
 
 
+# the first version must be able to become champion whatever a 2-step model scores
+GATES = {"ops": {"registered_model": {"config": {"minimums": {"fgovd-sample/accuracy": 0.0}}}}}
+
+
 def _run(env, selection):
     r = materialize([env["shards"], *MODEL, evaluation_metrics_finite], selection=selection,
-                    instance=env["instance"], resources=env["resources"], raise_on_error=False)
+                    instance=env["instance"], resources=env["resources"], raise_on_error=False, run_config=GATES)
     assert r.success, [e.message for e in r.all_events if e.is_failure]
     return r
 
@@ -90,9 +97,8 @@ def test_model_side_trains_on_every_batch_evaluates_and_registers_with_lineage(e
     assert tags["fgclip.base_checkpoint_sha256"] == t1["base_checkpoint_sha256"] == reg1["base_checkpoint_sha256"]
     assert tags["fgclip.code_version"] and tags["promotion.decision"] == reg1["decision"]
     assert "| minimum | fgovd-sample/accuracy |" in reg1["gates"]
-    # the first version is champion exactly when it passed the absolute minimum
-    first_ok = tags["gate.minimum.fgovd-sample/accuracy"] == "pass"
-    assert reg1["promoted"] is first_ok and (reg1["champion_now"] == "1") is first_ok
+    assert tags["gate.minimum.fgovd-sample/accuracy"] == "pass"
+    assert reg1["promoted"] is True and reg1["champion_now"] == "1"
     # evaluation runs: in the named experiment, with the lineage tags
     (eval_run,) = client.search_runs([client.get_experiment_by_name("fgclip-eval").experiment_id])
     assert eval_run.info.run_id == ev1["mlflow_run_id"] == tags["fgclip.eval_run_id"]
@@ -107,13 +113,35 @@ def test_model_side_trains_on_every_batch_evaluates_and_registers_with_lineage(e
     t2, reg2 = _meta(r2, "trained_model"), _meta(r2, "registered_model")
     assert t2["partitions"] == ["batch-a", "batch-b"] and t2["samples_in_shards"] == 13
     assert json.loads(t2["shard_manifests"]) == {"batch-a": sha_a, "batch-b": sha_b}
-    assert reg2["version"] == "2" and reg2["champion_version"] == ("1" if first_ok else "")
+    assert reg2["version"] == "2" and reg2["champion_version"] == "1"
     assert str(client.get_model_version_by_alias("fgclip", "challenger").version) == "2"
-    champion = client.get_model_version("fgclip", "2").tags["promotion.decision"]
-    assert champion == reg2["decision"]
+    v2_tags = client.get_model_version("fgclip", "2").tags
+    assert v2_tags["promotion.decision"] == reg2["decision"]
+    gates = json.loads(v2_tags["promotion.gates"])
+    assert {g["gate"] for g in gates} == {"minimum", "no_regression", "primary"}
+    assert reg2["promoted"] is all(g["passed"] for g in gates)   # champion moves only when every gate passes
+    assert reg2["champion_now"] == ("2" if reg2["promoted"] else "1")
+    # the champion was compared on the same benchmark set: its metrics for that hash are the reference
+    primary = next(g for g in gates if g["gate"] == "primary")
+    assert primary["reference"] == pytest.approx(ev1_metrics_primary(client, reg1["version"], ev1))
+
+    # evaluate_champion: the current champion on the current benchmark set, recorded on its version
+    champ = reg2["champion_now"]
+    ec = evaluate_champion_job.execute_in_process(instance=env["instance"], resources=env["resources"])
+    assert ec.success
+    (obs,) = [e for e in ec.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert obs.event_specific_data.asset_observation.metadata["champion_version"].value == champ
+    runs = client.search_runs([client.get_experiment_by_name("fgclip-eval").experiment_id],
+                              filter_string="tags.`fgclip.role` = 'champion'")
+    assert len(runs) == 1 and runs[0].data.tags["fgclip.model_version"] == champ
     # both trainings' folders are kept (retention keeps 5), each under its own run id
     assert Path(t1["export_dir"], "config.json").is_file() and Path(t2["export_dir"], "config.json").is_file()
     assert not list(env["cwd"].iterdir()), "files written into the working directory"
+
+
+def ev1_metrics_primary(client, version, ev1) -> float:
+    tag = f"fgclip.eval.{ev1['benchmarks_sha256'][:16]}"
+    return json.loads(client.get_model_version("fgclip", version).tags[tag])["fgovd-sample/accuracy"]
 
 
 def test_two_concurrent_trainings_both_succeed_in_separate_folders(tmp_path, monkeypatch, sample_set):
@@ -129,7 +157,7 @@ def test_two_concurrent_trainings_both_succeed_in_separate_folders(tmp_path, mon
                            resources=resources).success
         assert materialize([base_checkpoint], instance=instance, resources=resources).success
     env = {**os.environ, "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
-           "TORCH_EXTENSIONS_DIR": str(REPO / ".fgclip" / "torch_extensions")}
+           "TORCH_EXTENSIONS_DIR": TORCH_EXTENSIONS}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "tests.integration.dagster_train_run", str(home), str(data), uri, str(STEPS)]
     # output to files, not pipes: a run blocked on a full pipe would hold the instance's SQLite lock
