@@ -272,10 +272,15 @@ def download_checkpoint(name: str, version: str, dst: str | Path, tracking_uri: 
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    from mlflow.models import Model
+
     root = Path(download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
-    ckpt = root / "artifacts" / "checkpoint"
-    if not (ckpt / "config.json").is_file():
-        raise FileNotFoundError(f"models:/{name}/{version}: no FG-CLIP checkpoint under artifacts/checkpoint")
+    # the pyfunc flavour maps the artifact key to its folder (named after the logged checkpoint folder)
+    artifacts = Model.load(str(root / "MLmodel")).flavors.get("python_function", {}).get("artifacts", {})
+    rel = (artifacts.get("checkpoint") or {}).get("path")
+    ckpt = (root / rel).resolve() if rel else None
+    if ckpt is None or not ckpt.is_relative_to(root.resolve()) or not (ckpt / "config.json").is_file():
+        raise FileNotFoundError(f"models:/{name}/{version}: no FG-CLIP checkpoint artifact ({rel!r})")
     return ckpt
 
 
