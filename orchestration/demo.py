@@ -167,8 +167,9 @@ def _report(instance, store, partitions, t0: float, trained: bool, result=None) 
         except Exception:  # no such alias yet
             aliases[alias] = "-"
     print(f"\naliases: @challenger v{aliases['challenger']}, @champion v{aliases['champion']}")
+    again = "run `make demo` again to land the next batch" if trained else "`rm -rf .fgclip` to start over"
     print(f"done in {time.perf_counter() - t0:.0f} s. Look: `make ui` (Dagster http://127.0.0.1:3000, "
-          "MLflow http://127.0.0.1:5000); run `make demo` again to land the next batch.")
+          f"MLflow http://127.0.0.1:5000); {again}.")
     print(json.dumps({"partitions": partitions, "aliases": aliases}))
     return 0
 
