@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.fgclip/torch_extensions
 export FGCLIP_HOME ?= $(CURDIR)/.fgclip
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install cpu-allocator demo dagster-home dagster-demo dagster-dev test test-ties test-unit test-integration lint bench clean
+.PHONY: install cpu-allocator demo dagster-home dagster-dev test test-ties test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ cpu-allocator:
 	            || { timeout 300 apt-get update -q >/dev/null && timeout 300 apt-get install -y -q libtcmalloc-minimal4 >/dev/null; }; }; }
 	@$(PY) -c "from fgclip_core.train.allocator import find_tcmalloc as f; p = f(); print('tcmalloc:', p); assert p"
 
+.PHONY: demo-cli ui
+# The whole graph through Dagster on the embedded defaults (SQLite Dagster instance in .fgclip/dagster_home,
+# SQLite MLflow, local folders); each run lands the next sample batch, ticks the sensor, annotates only the
+# new batch, retrains on all of them and applies the promotion gates (orchestration/demo.py).
 demo: $(STAMP)
+	$(PY) -m orchestration.demo
+
+# The same pipeline as plain `fgclip` commands, no Dagster (fgclip_core/demo.py).
+demo-cli: $(STAMP)
 	$(PY) -m fgclip_core.demo
 
 # The embedded Dagster instance: DAGSTER_HOME/dagster.yaml (SQLite storage, run queue, run retries, pools
@@ -46,10 +54,17 @@ demo: $(STAMP)
 export DAGSTER_HOME ?= $(FGCLIP_HOME)/dagster_home
 dagster-home: $(STAMP)
 	$(PY) -m orchestration.instance
-
-# The same pipeline as Dagster assets (orchestration/definitions.py), run once from the command line.
-dagster-demo: dagster-home
-	$(VENV)/bin/dagster job execute -m orchestration.definitions -j fgclip_pipeline
+# The Dagster UI (webserver + daemon) and the MLflow UI, both on 127.0.0.1; Ctrl-C stops both.
+DAGSTER_PORT ?= 3000
+MLFLOW_PORT ?= 5000
+ui: $(STAMP)
+	@$(PY) -m orchestration.instance; \
+	MLFLOW_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(FGCLIP_HOME)/mlflow.db}"; \
+	echo "Dagster http://127.0.0.1:$(DAGSTER_PORT)  MLflow http://127.0.0.1:$(MLFLOW_PORT) ($$MLFLOW_URI)"; \
+	$(VENV)/bin/mlflow ui --backend-store-uri "$$MLFLOW_URI" --host 127.0.0.1 --port $(MLFLOW_PORT) & \
+	MLFLOW_PID=$$!; trap 'kill $$MLFLOW_PID 2>/dev/null' EXIT INT TERM; \
+	MLFLOW_UI_URL=$${MLFLOW_UI_URL:-http://127.0.0.1:$(MLFLOW_PORT)} \
+	  $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 # The Dagster UI (http://127.0.0.1:3000) with the daemon, for clicking materialisations.
 dagster-dev: dagster-home

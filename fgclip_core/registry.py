@@ -5,8 +5,10 @@ MLflow 3 aliases replace stages: ``models:/NAME@champion`` is what serving loads
 own loader (``FGCLIPModel.from_pretrained`` on the checkpoint shipped as an artifact), so a registered
 model loads back without this repository's training code being importable beyond ``fgclip_core``.
 
-Input of the pyfunc: a DataFrame with a ``text`` column and/or an ``image`` column (base64-encoded
-image bytes); each row is embedded as an image when ``image`` is set, else as a text. Param
+Input of the pyfunc: a DataFrame with a ``text`` column and/or an ``image`` column (signature type
+``binary``: base64 in a JSON request; a local DataFrame may hold raw bytes or base64 text); each row is
+embedded as an image when ``image`` is set, else as a text. MLflow's JSON parser refuses nulls in a
+binary column, so a served request sends text rows and image rows separately. Param
 ``text_mode``: ``long`` (248 tokens, ``text_filip_projection``) or ``short`` (77, ``text_projection``).
 Output: a DataFrame with ``kind`` and ``embedding`` (L2-normalised floats).
 
@@ -70,9 +72,12 @@ class FGCLIPPyfunc(PythonModel):
         texts = model_input["text"] if "text" in model_input else pd.Series([None] * len(model_input))
         kinds, rows_img, rows_txt, pil, txt = [], [], [], [], []
         for i, (img, t) in enumerate(zip(images, texts, strict=True)):
-            if isinstance(img, str) and img:
+            if isinstance(img, str | bytes | bytearray) and img:
+                # a str is base64 text (a local DataFrame); bytes are what MLflow's JSON serving makes of
+                # the base64 a client sent for the `binary` column of the signature
+                raw = base64.b64decode(img) if isinstance(img, str) else bytes(img)
                 try:
-                    pil.append(Image.open(io.BytesIO(base64.b64decode(img))).convert("RGB"))
+                    pil.append(Image.open(io.BytesIO(raw)).convert("RGB"))
                 except Exception as e:  # name the row: a serving client must see which input was bad
                     raise ValueError(f"row {i}: image is not a decodable base64 image: {e}") from e
                 rows_img.append(i)
@@ -127,8 +132,10 @@ def _example_input(checkpoint_dir: Path) -> pd.DataFrame:
 
     buf = io.BytesIO()
     Image.new("RGB", (size, size), (120, 80, 40)).save(buf, format="PNG")
-    return pd.DataFrame({"text": ["a photo of a brown square", None],
-                         "image": [None, base64.b64encode(buf.getvalue()).decode()]})
+    # Raw bytes for the `binary` image column (MLflow writes them as base64 in the serving example). One
+    # image row: MLflow's JSON parser refuses a null in a binary column, so a serving request sends its
+    # text rows and its image rows apart (each column is optional).
+    return pd.DataFrame({"image": [buf.getvalue()]})
 
 
 def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[str, float] | None = None,
@@ -154,7 +161,7 @@ def _register(ckpt: Path, name: str, metrics: dict[str, float] | None, tags: dic
     example = _example_input(ckpt)
     wrapper = FGCLIPPyfunc()
     wrapper.load_context(type("Ctx", (), {"artifacts": {"checkpoint": str(ckpt)}})())
-    signature = infer_signature(example, wrapper.predict(None, example), params={"text_mode": "long"})
+    signature = _signature(example, wrapper.predict(None, example))
     with mlflow.start_run(run_id=run_id) as run:
         for k, v in (metrics or {}).items():
             mlflow.log_metric(_metric_key(k), float(v))
@@ -170,6 +177,17 @@ def _register(ckpt: Path, name: str, metrics: dict[str, float] | None, tags: dic
     client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s as @%s", name, version, CHALLENGER)
     return RegisteredVersion(name=name, version=version, model_uri=f"models:/{name}/{version}", run_id=run.info.run_id)
+
+
+def _signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
+    """Inputs: optional ``text`` (string) and ``image`` (MLflow ``binary``: base64 in JSON requests;
+    a local DataFrame may hold base64 text or raw bytes); output inferred; param ``text_mode``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inferred = infer_signature(example, output, params={"text_mode": "long"})
+    inputs = Schema([ColSpec("string", "text", required=False), ColSpec("binary", "image", required=False)])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 
 def _metric_key(k: str) -> str:
@@ -242,3 +260,104 @@ def load_embedder(model_uri: str) -> PyFuncModel:
 
 def embeddings(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(frame["embedding"].tolist(), dtype=np.float32)
+
+
+# ---- gated promotion (fgclip_core.promotion holds the gates) ---------------------------------------
+BENCHMARK_METRICS_TAG = "fgclip.eval."   # + first 16 hex of the benchmark set's hash: JSON metrics on it
+DECISION_TAG = "promotion.decision"
+GATES_TAG = "promotion.gates"
+
+
+def benchmark_tag(benchmarks_sha256: str) -> str:
+    return BENCHMARK_METRICS_TAG + benchmarks_sha256[:16]
+
+
+def _client(tracking_uri: str | None) -> MlflowClient:
+    return MlflowClient(tracking_uri) if tracking_uri else MlflowClient()
+
+
+def champion_version(name: str, tracking_uri: str | None = None) -> str | None:
+    try:
+        return str(_client(tracking_uri).get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def record_benchmark_metrics(name: str, version: str, benchmarks_sha256: str, metrics: dict[str, float],
+                             tracking_uri: str | None = None) -> None:
+    """Store ``metrics`` of ``version`` measured on the benchmark set ``benchmarks_sha256`` (a version
+    may be evaluated on several benchmark versions over its life: one tag each)."""
+    _client(tracking_uri).set_model_version_tag(name, str(version), benchmark_tag(benchmarks_sha256),
+                                                json.dumps({k: float(v) for k, v in sorted(metrics.items())}))
+
+
+def metrics_on_benchmarks(name: str, version: str, benchmarks_sha256: str,
+                          tracking_uri: str | None = None) -> dict[str, float] | None:
+    raw = _client(tracking_uri).get_model_version(name, str(version)).tags.get(benchmark_tag(benchmarks_sha256))
+    return None if raw is None else {k: float(v) for k, v in json.loads(raw).items()}
+
+
+def download_checkpoint(name: str, version: str, dst: str | Path, tracking_uri: str | None = None) -> Path:
+    """The FG-CLIP checkpoint folder a registered version wraps, downloaded under ``dst``."""
+    from mlflow.artifacts import download_artifacts
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    from mlflow.models import Model
+
+    root = Path(download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
+    # the pyfunc flavour maps the artifact key to its folder (named after the logged checkpoint folder)
+    artifacts = Model.load(str(root / "MLmodel")).flavors.get("python_function", {}).get("artifacts", {})
+    rel = (artifacts.get("checkpoint") or {}).get("path")
+    ckpt = (root / rel).resolve() if rel else None
+    if ckpt is None or not ckpt.is_relative_to(root.resolve()) or not (ckpt / "config.json").is_file():
+        raise FileNotFoundError(f"models:/{name}/{version}: no FG-CLIP checkpoint artifact ({rel!r})")
+    return ckpt
+
+
+@dataclass(frozen=True)
+class GatedDecision:
+    promoted: bool
+    decision: str
+    challenger_version: str
+    champion_version: str | None
+    gates: list[Any]   # promotion.GateResult
+    table: str         # Markdown, one row per gate
+
+
+def promote_gated(name: str, version: str, metrics: dict[str, float], gates: Any, *, benchmarks_sha256: str,
+                  champion_metrics: dict[str, float] | None = None,
+                  tracking_uri: str | None = None) -> GatedDecision:
+    """Move ``champion`` to ``version`` only when every gate passes (``promotion.Gates``).
+
+    The champion is compared on the same benchmark versions: ``champion_metrics`` when the caller
+    re-evaluated it on ``benchmarks_sha256``, else what the champion recorded for that hash
+    (:func:`record_benchmark_metrics`); with neither, the champion gates fail and the champion stays.
+    The decision and the JSON of every gate go to the version's tags; one ``gate.<kind>.<metric>``
+    tag per gate says pass or fail."""
+    from fgclip_core.promotion import evaluate_gates, gate_table_markdown
+
+    client = _client(tracking_uri)
+    version = str(version)
+    champ = champion_version(name, tracking_uri)
+    if champ == version:
+        return GatedDecision(False, "already champion", version, champ, [], "")
+    if champ is not None and champion_metrics is None:
+        champion_metrics = metrics_on_benchmarks(name, champ, benchmarks_sha256, tracking_uri)
+    results = evaluate_gates(gates, metrics, champion_metrics, has_champion=champ is not None,
+                             comparable=champion_metrics is not None)
+    failed = [r for r in results if not r.passed]
+    promoted = not failed
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        decision = f"promoted to {CHAMPION}" + (f" (replaces v{champ})" if champ else " (first champion)")
+    else:
+        kept = f"v{champ} stays {CHAMPION}" if champ else f"no {CHAMPION}"
+        decision = f"not promoted: {len(failed)} gate(s) failed ({', '.join(f'{r.gate}:{r.metric}' for r in failed)}); {kept}"
+    client.set_model_version_tag(name, version, DECISION_TAG, decision)
+    client.set_model_version_tag(name, version, GATES_TAG, json.dumps([r.to_dict() for r in results]))
+    for r in results:
+        client.set_model_version_tag(name, version, f"gate.{r.gate}.{_metric_key(r.metric)}",
+                                     "pass" if r.passed else f"fail: {r.detail}")
+    log.info("promotion of %s v%s: %s", name, version, decision)
+    return GatedDecision(promoted, decision, version, champ, results, gate_table_markdown(results))

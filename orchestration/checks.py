@@ -1,7 +1,5 @@
 """Blocking asset checks: gates a run must pass before the assets downstream of them execute."""
 
-import json
-import math
 import warnings
 
 from dagster import (
@@ -15,10 +13,8 @@ from dagster import (
 from pydantic import Field
 
 from assets.data import training_shards, validated_records
-from assets.evaluation import evaluation
 from orchestration.partitions import image_batches
 from orchestration.refs import RecordsRef, ShardSetRef
-from orchestration.resources import EVAL, WorkspaceResource
 
 
 def _per_batch_check(**kwargs):
@@ -85,24 +81,6 @@ def shards_manifest_verifies(context: AssetCheckExecutionContext, training_shard
 DATA_CHECKS = [quarantine_ratio_below_threshold, shards_manifest_verifies]
 
 
-class MetricsGateConfig(Config):
-    required: list[str] = Field(default_factory=lambda: ["fgovd-sample/accuracy"],
-                                description="metrics that must be present (the registry's gate metric)")
+from orchestration.model_checks import MODEL_CHECKS  # noqa: E402
 
-
-@asset_check(asset=evaluation, blocking=True,
-             description="metrics.json holds metrics, the required ones included, and all are finite.")
-def evaluation_metrics_finite(context: AssetCheckExecutionContext, config: MetricsGateConfig,
-                              workspace: WorkspaceResource) -> AssetCheckResult:
-    path = workspace.local_path(EVAL, "metrics.json")
-    if not path.is_file():
-        return AssetCheckResult(passed=False, metadata={"problem": f"{path}: missing"})
-    metrics = json.loads(path.read_text()).get("metrics") or {}
-    bad = sorted(k for k, v in metrics.items() if not isinstance(v, int | float) or not math.isfinite(v))
-    missing = sorted(set(config.required) - set(metrics))
-    return AssetCheckResult(passed=bool(metrics) and not bad and not missing,
-                            metadata={"metrics": len(metrics), "non_finite": bad, "missing": missing})
-
-
-MODEL_CHECKS = [evaluation_metrics_finite]
 ALL_CHECKS = [*DATA_CHECKS, *MODEL_CHECKS]

@@ -52,6 +52,8 @@ class ModelRef(Ref):
     kind: str = "model"
     mlflow_run_id: str | None = None
     trained_on: dict[str, str] = Field(default_factory=dict, description="partition -> shard manifest sha256")
+    base_checkpoint_sha256: str | None = Field(default=None, description="the checkpoint training started from")
+    dagster_run_id: str | None = Field(default=None, description="the Dagster run that wrote it")
 
 
 class EvalRef(Ref):
@@ -60,6 +62,12 @@ class EvalRef(Ref):
     kind: str = "eval"
     metrics: dict[str, float] = Field(default_factory=dict)
     mlflow_run_id: str | None = None
+    benchmarks_sha256: str | None = Field(default=None, description="the benchmark set (eval.suite_hash) measured on")
+    model_sha256: str | None = Field(default=None, description="the model evaluated")
+    baseline_metrics: dict[str, float] = Field(default_factory=dict, description="the starting checkpoint's")
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] | None = Field(
+        default=None, description="the champion's on the same benchmark set (None: no champion)")
 
 
 REF_KINDS: dict[str, type[Ref]] = {"records": RecordsRef, "shards": ShardSetRef, "model": ModelRef, "eval": EvalRef}
@@ -118,5 +126,23 @@ class RefIOManager(ConfigurableIOManager):
             # Same partition as the step (identity mapping): the one reference; otherwise partition -> ref.
             if len(keys) == 1 and context.has_partition_key and context.partition_key == keys[0]:
                 return self._read(key, keys[0])
-            return {k: self._read(key, k) for k in keys}
+            # Several partitions (e.g. AllPartitionMapping): the ones materialised so far; the others are
+            # named in the log, and none at all is an error.
+            stored = {k: self._read(key, k) for k in keys if self._exists(key, k)}
+            missing = sorted(set(keys) - set(stored))
+            if missing:
+                context.log.warning("%s: partitions not materialised yet, left out: %s",
+                                    key.to_user_string(), ", ".join(missing))
+            if not stored:
+                raise FileNotFoundError(f"{key.to_user_string()}: no partition materialised yet "
+                                        f"(of {len(keys)}: {', '.join(keys[:10])})")
+            return stored
         return self._read(key, None)
+
+    def _exists(self, asset_key: Any, partition: str | None) -> bool:
+        fs, path = storage.filesystem(self._url(asset_key, partition))
+        return bool(fs.exists(path))
+
+    def load(self, asset_key: Any, partition: str | None = None) -> Ref:
+        """The stored reference of ``asset_key`` (and partition) outside an asset's inputs (e.g. in an op)."""
+        return self._read(asset_key, partition)

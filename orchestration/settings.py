@@ -9,7 +9,9 @@ Everything goes under ``.fgclip/`` of the working directory unless ``FGCLIP_HOME
 - ``dagster_home()``: ``$DAGSTER_HOME`` or ``<home>/dagster_home``;
 - ``mlflow_tracking_uri()``: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<home>/mlflow.db``;
 - ``mlflow_ui_url()``: ``$MLFLOW_UI_URL`` or None (links then use the tracking URI when it is http(s));
-- ``sensor_interval_s()``: ``$FGCLIP_SENSOR_INTERVAL_S`` or 30: how often the raw-source sensor looks.
+- ``sensor_interval_s()``: ``$FGCLIP_SENSOR_INTERVAL_S`` or 30: how often the raw-source sensor looks;
+- ``retrain_cron()``: ``$FGCLIP_RETRAIN_CRON`` or ``0 3 * * *`` (daily 03:00 UTC): scheduled retraining;
+- ``keep_versions()``: ``$FGCLIP_KEEP_VERSIONS`` or 5: versioned output folders kept per model-side asset.
 """
 
 from __future__ import annotations
@@ -68,3 +70,24 @@ def sensor_interval_s() -> int:
     if seconds < 1:
         raise ValueError(f"FGCLIP_SENSOR_INTERVAL_S={value!r}: must be at least 1")
     return seconds
+
+
+DEFAULT_RETRAIN_CRON = "0 3 * * *"
+DEFAULT_KEEP_VERSIONS = 5
+
+
+def retrain_cron() -> str:
+    return _env("FGCLIP_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON
+
+
+def keep_versions() -> int:
+    value = _env("FGCLIP_KEEP_VERSIONS")
+    if value is None:
+        return DEFAULT_KEEP_VERSIONS
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"FGCLIP_KEEP_VERSIONS={value!r}: expected a whole number") from None
+    if n < 1:
+        raise ValueError(f"FGCLIP_KEEP_VERSIONS={value!r}: keep at least 1")
+    return n

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 @click.command(name="train", cls=ReportingCommand)
 @click.option("--recipe", help="Shipped recipe name (tiny-cpu-stage1, tiny-cpu-stage2, stage1, stage2, ...).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training config file (YAML/JSON).")
-@click.option("--data", "data_url", help="Shard folder or URL (manifest.json + shard-*.tar), or synthetic://.")
+@click.option("--data", "data_url", multiple=True,
+              help="Shard folder or URL (manifest.json + shard-*.tar), or synthetic://. Repeat it to train on "
+                   "several shard sets at once (e.g. one per image batch).")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--init", "init_dir", help="Start from an FG-CLIP or transformers CLIP checkpoint directory.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Optimizer steps.")
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--local_rank", "--local-rank", "local_rank", type=int, hidden=True,
               help="Passed by the deepspeed launcher; LOCAL_RANK is used instead.")
-def train(recipe: str | None, config_file: str | None, data_url: str | None, output: str, init_dir: str | None,
+def train(recipe: str | None, config_file: str | None, data_url: tuple[str, ...], output: str, init_dir: str | None,
           max_steps: int | None, save_every: int | None, nproc: int, cpu_allocator: str, resume: str | None,
           seed: int | None,
           overrides: tuple[str, ...], no_progress: bool, local_rank: int | None) -> None:
@@ -56,8 +58,8 @@ def train(recipe: str | None, config_file: str | None, data_url: str | None, out
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
     flags = list(overrides)
-    if data_url is not None:
-        flags.append(f"data.url={json.dumps(data_url)}")
+    if data_url:
+        flags.append(f"data.url={json.dumps(data_url[0] if len(data_url) == 1 else list(data_url))}")
     if init_dir is not None:
         flags.append(f"model.init={json.dumps(init_dir)}")
     if max_steps is not None:

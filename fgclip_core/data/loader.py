@@ -70,7 +70,7 @@ from fgclip_core.data.pretok import (
 )
 from fgclip_core.data.records import FineHARDRecord
 from fgclip_core.data.shard_check import CorruptShardError, ShardCheck, ShardCorrupt
-from fgclip_core.data.shards import Manifest, read_manifest
+from fgclip_core.data.shards import Manifest, merge_manifests, read_manifest
 from fgclip_core.data.tokens import FastEncoder, FastEncoderUnavailable
 
 log = logging.getLogger(__name__)
@@ -508,21 +508,31 @@ class FineHARDLoader:
     """Iterate ``TrainBatch``es from a shard folder/URL with a manifest. One ``iter()`` = one epoch
     (endless in resample mode); after an epoch ends, ``epoch`` advances by itself."""
 
-    def __init__(self, source: str, tokenizer: Tokenizer, image_processor: Processor,
+    def __init__(self, source: str | Sequence[str], tokenizer: Tokenizer, image_processor: Processor,
                  config: LoaderConfig | None = None, *, rank: int = 0, world_size: int = 1, epoch: int = 0,
                  manifest: Manifest | None = None, shard_check: ShardCheckConfig | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        self.source = source
+        sources = [source] if isinstance(source, str) else list(source)
+        if not sources:
+            raise ValueError("no shard set to read")
+        self.source = ", ".join(sources)
         self.cfg = config or LoaderConfig()
         self.on_corrupt_shard = (shard_check or ShardCheckConfig()).on_corrupt_shard
         self.tokenizer = self._text_encoder(tokenizer, self.cfg.fast_tokenizer)
         self.processor = image_processor
         self.pixel_batcher = self._pixel_batcher(image_processor)
         self.rank, self.world_size = rank, world_size
-        self.manifest = manifest or read_manifest(source)
+        if len(sources) == 1:
+            self.manifest = manifest or read_manifest(sources[0])
+            self.urls = [storage.join(sources[0], s.name) for s in self.manifest.shards]
+        else:  # several shard sets (e.g. one per image batch) read as one, in the order given
+            if manifest is not None:
+                raise ValueError("manifest= works with one shard set only")
+            manifests = [read_manifest(u) for u in sources]
+            self.manifest = merge_manifests(manifests, sources)
+            self.urls = [storage.join(u, s.name) for u, m in zip(sources, manifests, strict=True) for s in m.shards]
         self.tokens = self._stored_tokens(tokenizer)
-        self.urls = [storage.join(source, s.name) for s in self.manifest.shards]
         self.num_logical = max(1, self.cfg.num_workers)
         for w in range(self.num_logical):  # fail now, not inside a worker
             owned_shards(len(self.urls), rank, world_size, w, self.num_logical)
@@ -820,8 +830,9 @@ class _Rows:
         return self.tensor
 
 
-def build_loader(source: str, checkpoint_dir: str, config: LoaderConfig | None = None, *, rank: int = 0,
-                 world_size: int = 1, epoch: int = 0, shard_check: ShardCheckConfig | None = None) -> FineHARDLoader:
+def build_loader(source: str | Sequence[str], checkpoint_dir: str, config: LoaderConfig | None = None, *,
+                 rank: int = 0, world_size: int = 1, epoch: int = 0,
+                 shard_check: ShardCheckConfig | None = None) -> FineHARDLoader:
     """A loader whose tokenizer and image processor come from a checkpoint directory."""
     from fgclip_core.model.processing import ImageProcessor, load_tokenizer
 

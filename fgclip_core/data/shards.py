@@ -238,6 +238,27 @@ def read_manifest(url: str, fs: Any = None) -> Manifest:
     return m
 
 
+def merge_manifests(manifests: list[Manifest], sources: list[str]) -> Manifest:
+    """One in-memory manifest over several shard sets (training on several batches at once).
+
+    Shard names stay as each set lists them (the caller keeps the URLs per set); ``tokens`` is kept
+    only when every set stored the same token ids, else the loader tokenises on the fly. The merged
+    ``manifest_sha256`` hashes the sets' own hashes in order, so it names exactly this combination."""
+    if not manifests:
+        raise ManifestError("no shard sets to merge")
+    tokens = manifests[0].tokens if all(m.tokens == manifests[0].tokens for m in manifests) else None
+    shards = [s for m in manifests for s in m.shards]
+    merged = Manifest(samples_per_shard=max(m.samples_per_shard for m in manifests), num_shards=len(shards),
+                      total_samples=sum(m.total_samples for m in manifests),
+                      total_bytes=sum(m.total_bytes for m in manifests), shards=shards,
+                      summary={"merged_from": [{"url": u, "manifest_sha256": m.manifest_sha256}
+                                               for u, m in zip(sources, manifests, strict=True)]},
+                      tokens=tokens)
+    merged.manifest_sha256 = hashlib.sha256(
+        "\n".join(m.manifest_sha256 for m in manifests).encode()).hexdigest()
+    return merged
+
+
 def shard_urls(url: str, manifest: Manifest | None = None) -> list[str]:
     m = manifest or read_manifest(url)
     return [storage.join(url, s.name) for s in m.shards]

@@ -32,7 +32,7 @@ from fgclip_core.eval.protocol import protocol_record, protocol_tags
 from fgclip_core.eval.report import ReportPaths, write_report
 from fgclip_core.eval.result import SuiteResult
 from fgclip_core.eval.suites import box_cls, fgovd, long_retrieval, short_retrieval, zeroshot
-from fgclip_core.eval.tracking import log_to_mlflow, mlflow_name
+from fgclip_core.eval.tracking import DEFAULT_EXPERIMENT, log_to_mlflow, mlflow_name
 from fgclip_core.mlflow_http import bounded_http, keep_credentials_off_stdout, probe
 from fgclip_core.redact import redact_text, redact_uri
 
@@ -64,7 +64,8 @@ class EvalOutcome:
 
 
 def _log_tracking(flat: dict[str, float], artifacts: list[tuple[Path, str]], tracking_uri: str | None,
-                  tags: dict[str, str]) -> tuple[str | None, str | None]:
+                  tags: dict[str, str], run_name: str = "fgclip-eval",
+                  experiment: str = DEFAULT_EXPERIMENT) -> tuple[str | None, str | None]:
     """``(run id, None)`` or ``(None, one-line reason)``; never raises for a tracking failure."""
     where = redact_uri(tracking_uri) if tracking_uri else "the active MLflow run"
     keep_credentials_off_stdout(tracking_uri)
@@ -74,7 +75,8 @@ def _log_tracking(flat: dict[str, float], artifacts: list[tuple[Path, str]], tra
     else:
         try:
             with bounded_http():
-                return log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri, tags=tags), None
+                return log_to_mlflow(flat, artifacts, tracking_uri=tracking_uri, tags=tags, run_name=run_name,
+                                     experiment=experiment), None
         except Exception as e:  # tracking must not lose an evaluation whose files are written
             reason = f"MLflow logging to {where} failed ({type(e).__name__}: {e}); metrics are in the output folder only"
     reason = " ".join(redact_text(reason).split())
@@ -107,7 +109,10 @@ def run_benchmark(spec: BenchmarkSpec, encoder: CachedEncoder, settings: EvalSet
 
 def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, settings: EvalSettings | None = None,
              baseline_dir: str | None = None, tracking_uri: str | None = None,
-             encoder_factory: EncoderFactory = default_encoder_factory) -> EvalOutcome:
+             encoder_factory: EncoderFactory = default_encoder_factory, experiment: str | None = None,
+             run_name: str = "fgclip-eval", tags: dict[str, str] | None = None) -> EvalOutcome:
+    """``experiment``/``run_name``/``tags``: where and how the MLflow run is recorded (lineage tags
+    such as the orchestrator's run id go in ``tags``); default experiment: MLflow's ``Default``."""
     settings = settings or EvalSettings()
     out = Path(output)
     # Read every benchmark first: a malformed file fails before any model is loaded.
@@ -153,8 +158,9 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
 
     flat = {mlflow_name("eval", r.benchmark, k): v for r, _ in pairs for k, v in r.metrics.items()}
     flat.update({mlflow_name("eval_baseline", b.benchmark, k): v for _, b in pairs if b for k, v in b.metrics.items()})
-    tags = {"eval.model": redact_text(str(model_dir)), "eval.baseline": redact_text(baseline_dir or "")}
-    tags.update(protocol_tags({"protocols": {r.benchmark: r.protocol for r, _ in pairs}}))
-    run_id, failure = _log_tracking(flat, artifacts, tracking_uri, tags=tags)
+    all_tags = {"eval.model": redact_text(str(model_dir)), "eval.baseline": redact_text(baseline_dir or ""),
+                **protocol_tags({"protocols": {r.benchmark: r.protocol for r, _ in pairs}}), **(tags or {})}
+    run_id, failure = _log_tracking(flat, artifacts, tracking_uri, tags=all_tags, run_name=run_name,
+                                    experiment=experiment or DEFAULT_EXPERIMENT)
     return EvalOutcome(results=pairs, metrics_path=metrics_path, report=report, mlflow_run_id=run_id,
                        tracking_failure=failure, paper=paper)

@@ -39,7 +39,9 @@ class DataSection(ShardCheckConfig):
     """Where the shards are (``--data``), the data layer's own loader config (its defaults), and what to
     do with a shard that does not match the manifest (``on_corrupt_shard``, from ``ShardCheckConfig``)."""
 
-    url: str | None = None     # shard folder / fsspec URL, or ``synthetic://`` (tests, benchmarks)
+    # shard folder / fsspec URL, several of them (read as one set, e.g. one per image batch), or
+    # ``synthetic://`` (tests, benchmarks)
+    url: str | list[str] | None = None
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
 
     @property

@@ -29,7 +29,9 @@ def open_batches(cfg: TrainConfig, dist: DistInfo, model_config: Any, assets_dir
         raise ValueError("no training data: pass --data URL (a shard folder or URL written by "
                          "`fgclip data build-shards`, or synthetic:// for tests)")
     lc = cfg.data.loader
-    if url.startswith(SCHEME):
+    if isinstance(url, list) and len(url) == 1:
+        url = url[0]
+    if isinstance(url, str) and url.startswith(SCHEME):
         t = model_config.text_config
         return SyntheticBatches(url, lc.batch_size, dist.rank, dist.world, lc.seed,
                                 model_config.vision_config.image_size,

@@ -477,8 +477,16 @@ class Trainer:
         return tqdm(total=self.cfg.max_steps, initial=initial, desc="train", unit="step", dynamic_ncols=True)
 
 
-def data_manifest_hash(url: str | None) -> str | None:
-    """SHA-256 of ``URL/manifest.json`` when the data has one (shards written by the data layer)."""
+def data_manifest_hash(url: str | list[str] | None) -> str | None:
+    """SHA-256 of ``URL/manifest.json`` when the data has one (shards written by the data layer); for
+    several shard sets, the SHA-256 of their manifests' hashes one per line, in order (None if one has none)."""
+    if isinstance(url, list):
+        hashes = [data_manifest_hash(u) for u in url]
+        if not hashes or any(h is None for h in hashes):
+            return None
+        import hashlib
+
+        return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(map(str, hashes)).encode()).hexdigest()
     if not url or url.startswith("synthetic://"):
         return None
     import hashlib

@@ -77,3 +77,13 @@ def test_metric_names_with_at_sign_are_stored_and_compared(tiny_checkpoint_dir, 
                             tracking_uri=tracking_uri)
     d = promote("fgclip-at", v.version, "coco/i2t_R@1", tracking_uri=tracking_uri)
     assert d.promoted and d.challenger_value == 50.0
+
+
+def test_download_checkpoint_gives_back_the_registered_folder(tiny_checkpoint_dir, tracking_uri, tmp_path):
+    from fgclip_core.registry import download_checkpoint
+
+    v = register_checkpoint(tiny_checkpoint_dir, "fgclip-dl", tracking_uri=tracking_uri)
+    got = download_checkpoint("fgclip-dl", v.version, tmp_path / "dl", tracking_uri=tracking_uri)
+    names = sorted(p.name for p in tiny_checkpoint_dir.iterdir())
+    assert sorted(p.name for p in got.iterdir()) == names
+    assert all((got / n).read_bytes() == (tiny_checkpoint_dir / n).read_bytes() for n in names)
