@@ -2,7 +2,7 @@
 
 MLflow links come from the tracking URI when it is an http(s) server, or from ``MLFLOW_UI_URL`` when
 the UI lives elsewhere (e.g. a SQLite store viewed with ``mlflow ui``); credentials in a URI never
-reach metadata (user info is masked).
+reach metadata (links drop the user info; shown URIs are masked with ``fgclip_core.redact``).
 """
 
 from __future__ import annotations
@@ -11,26 +11,19 @@ import base64
 import io
 import json
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from dagster import MetadataValue
 
+from fgclip_core.redact import strip_userinfo
 from orchestration import settings
-
-
-def mask_userinfo(uri: str) -> str:
-    """``https://user:secret@host/x`` -> ``https://***@host/x`` (anything else unchanged)."""
-    parts = urlsplit(uri)
-    if not parts.netloc or "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def mlflow_ui_base(tracking_uri: str) -> str | None:
     base = settings.mlflow_ui_url()
     if not base and tracking_uri.startswith(("http://", "https://")):
         base = tracking_uri
-    return mask_userinfo(base).rstrip("/") if base else None
+    return strip_userinfo(base)[0].rstrip("/") if base else None   # a link never carries credentials
 
 
 def mlflow_links(tracking_uri: str, *, experiment_id: str | None = None, run_id: str | None = None,

@@ -9,7 +9,8 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.evaluation import RegistryResource
-from assets.model_metadata import code_version, manifests_json, mask_userinfo, mlflow_links
+from assets.model_metadata import code_version, manifests_json, mlflow_links
+from fgclip_core.redact import redact_uri
 from orchestration.automation import follows
 from orchestration.model_resources import MLflowResource
 from orchestration.refs import EvalRef, ModelRef
@@ -99,7 +100,7 @@ def registered_model(context: AssetExecutionContext, config: RegistryConfig, tra
         "benchmarks_sha256": evaluation.benchmarks_sha256,
         "code_version": tags["fgclip.code_version"],
         "mlflow_run_id": rv.run_id,
-        "tracking_uri": mask_userinfo(uri),
+        "tracking_uri": redact_uri(uri),
         **mlflow_links(uri, experiment_id=exp_id, run_id=rv.run_id, model=(name, rv.version)),
     }
     if champ_metrics and gates.primary_metric in champ_metrics:
