@@ -51,3 +51,49 @@ def test_bad_paper_files_are_refused_with_the_file_named(tmp_path):
     bad.write_text("releases: {r: {model: m, figures: {}}}\n")
     with pytest.raises(ConfigError, match="source"):
         load_paper_numbers(bad)
+
+
+# Metrics each suite reports (fgclip_core/eval/suites/*.py): what a published figure may be keyed by.
+SUITE_METRICS = {
+    "fgovd": r"accuracy(/[\w-]+)?",
+    "long-retrieval": r"(i2t|t2i)_R@\d+",
+    "short-retrieval": r"(i2t|t2i)_R@\d+",
+    "zeroshot": r"top\d+|mean_per_class_recall",
+    "box-cls": r"top\d+",
+}
+
+
+def example_benchmarks() -> dict[str, str]:
+    from importlib import resources
+
+    from fgclip_core.eval.config import load_suite_file
+
+    path = resources.files("fgclip_core.eval").joinpath("templates/benchmarks.example.yaml")
+    return {b.name: b.suite for b in load_suite_file(str(path)).benchmarks}
+
+
+def bad_figures(numbers: PaperNumbers, benchmarks: dict[str, str]) -> list[str]:
+    """Figures whose key names no benchmark of the example file, or a metric its suite does not report,
+    or whose value is no percent."""
+    import re
+
+    bad = []
+    for name, rel in numbers.releases.items():
+        for key, value in rel.figures.items():
+            bench, _, metric = key.partition("/")
+            suite = benchmarks.get(bench)
+            if suite is None or not re.fullmatch(SUITE_METRICS[suite], metric) or not 0.0 <= value <= 100.0:
+                bad.append(f"{name}: {key}")
+    return bad
+
+
+def test_shipped_figures_name_example_benchmarks_and_their_suites_metrics():
+    benchmarks = example_benchmarks()
+    assert set(benchmarks.values()) <= set(SUITE_METRICS)
+    numbers = load_paper_numbers()
+    assert bad_figures(numbers, benchmarks) == []
+    # the check does catch a key the example file does not name, and a metric the suite does not report
+    wrong = PaperNumbers.model_validate({"releases": {"r": {"model": "m", "source": "s", "figures": {
+        "fgovd-hard/accuracy": 46.0, "fg-ovd-hard/accuracy": 46.0, "coco-5k/top1": 50.0,
+        "imagenet-1k/top1": 70.0, "dci/t2i_R@1": 60.0}}}})
+    assert bad_figures(wrong, benchmarks) == ["r: fg-ovd-hard/accuracy", "r: coco-5k/top1"]
