@@ -16,7 +16,6 @@ from orchestration.model_checks import MODEL_CHECKS
 from orchestration.model_jobs import MODEL_JOBS, MODEL_SCHEDULES, fgclip_pipeline_job
 from orchestration.model_resources import MLflowResource, TrainingResource
 from orchestration.refs import RefIOManager
-from orchestration.resources import WorkspaceResource
 from orchestration.sensors import DATA_ASSETS, annotate_batch_job, raw_batches_sensor
 from orchestration.versions import OutputStoreResource
 
@@ -59,15 +58,14 @@ SCHEDULES = [*MODEL_SCHEDULES]
 SENSORS = [*DATA_SENSORS, *MODEL_SENSORS]
 
 
-def make_resources(workspace: WorkspaceResource | None = None, training: TrainingResource | None = None,
+def make_resources(training: TrainingResource | None = None,
                    tracking_uri: str | None = None, data_url: str | None = None, model_name: str = "fgclip",
                    **data_kwargs) -> dict[str, object]:
     """Every resource. ``data_url``: a DataStoreResource at that URL (the default: FGCLIP_DATA_URL or .fgclip/data)."""
     if data_url is not None:
         data_kwargs.setdefault("data", DataStoreResource(base_url=data_url))
     data = data_resources(**data_kwargs)
-    return {**data, "workspace": workspace or WorkspaceResource(),
-            **model_resources(data["ref_io_manager"].base_url, training, tracking_uri, model_name)}
+    return {**data, **model_resources(data["ref_io_manager"].base_url, training, tracking_uri, model_name)}
 
 
 defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, resources=make_resources(), jobs=JOBS,

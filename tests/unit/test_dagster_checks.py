@@ -14,12 +14,6 @@ from orchestration.checks import (
     shards_manifest_verifies,
 )
 from orchestration.refs import RecordsRef, ShardSetRef
-from orchestration.resources import WorkspaceResource
-
-
-@pytest.fixture()
-def ws(tmp_path):
-    return WorkspaceResource(base_dir=str(tmp_path))
 
 
 def _write(path, data):

@@ -9,8 +9,8 @@ from pathlib import Path
 from dagster import AssetKey
 
 from orchestration.definitions import ALL_ASSETS, defs
+from orchestration.model_resources import TrainingResource
 from orchestration.partitions import image_batches
-from orchestration.resources import TrainingResource, WorkspaceResource
 
 REPO = Path(__file__).resolve().parents[2]
 K = AssetKey
@@ -99,8 +99,3 @@ def test_training_command_is_the_fgclip_cli():
     assert t.env("sqlite:///x.db")["MLFLOW_TRACKING_URI"] == "sqlite:///x.db"
 
 
-def test_workspace_urls(tmp_path):
-    assert WorkspaceResource(base_dir=str(tmp_path)).url("shards") == f"{tmp_path}/shards"
-    assert WorkspaceResource(base_dir="s3://bucket/fg/").url("shards", "a") == "s3://bucket/fg/shards/a"
-    rel = WorkspaceResource().url("eval")
-    assert Path(rel).is_absolute() and rel.endswith(".fgclip/dagster/eval")
