@@ -33,7 +33,7 @@ def test_definitions_load_with_jobs_checks_sensor_and_resources():
     assert {(K("validated_records"), "quarantine_ratio_below_threshold"),
             (K("training_shards"), "shards_manifest_verifies")} <= checks
     assert all(_graph().get_check_spec(c).blocking for c in _graph().asset_check_keys)
-    assert {"workspace", "mlflow", "training", "pipes_subprocess_client", "raw_source", "data", "annotation",
+    assert {"mlflow", "training", "pipes_subprocess_client", "raw_source", "data", "annotation",
             "ref_io_manager"} <= set(defs.resources)
     assert defs.resolve_sensor_def("raw_batches_sensor").job_name == "annotate_batch"
 
