@@ -72,7 +72,7 @@ dagster-dev: dagster-home
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=20 tests
 	@$(MAKE) --no-print-directory test-ties
 
 # Evaluation tie decisions must not depend on the CPU (issue 14): the tie tests once per MKL
