@@ -65,6 +65,18 @@ def _exit(code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _say(message: str) -> None:
+    """``error: <message>`` on stderr; a worker spawned by ``fgclip train --nproc N`` hands it to the parent
+    instead (``FGCLIP_WORKER_ERRORS``), which reports it once rather than once per rank."""
+    folder = os.environ.get("FGCLIP_WORKER_ERRORS")
+    if folder and os.path.isdir(folder):
+        rank = os.environ.get("RANK", "0")
+        with open(os.path.join(folder, f"rank-{int(rank) if rank.isdigit() else 0}.txt"), "w") as f:
+            f.write(message + "\n")
+        return
+    click.echo(f"error: {message}", err=True)
+
+
 def report(e: BaseException) -> NoReturn:
     """Print ``e`` as the user sees it and exit; re-raise what is not a user error."""
     if isinstance(e, click.exceptions.Exit):
@@ -76,17 +88,17 @@ def report(e: BaseException) -> NoReturn:
         if debug_enabled():
             traceback.print_exception(e)
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-        click.echo(f"error: {one_line(e.format_message())}{hint}", err=True)
+        _say(f"{one_line(e.format_message())}{hint}")
         _exit(e.exit_code)
     if isinstance(e, click.ClickException):
         if debug_enabled():
             traceback.print_exception(e)
-        click.echo(f"error: {one_line(e.format_message())}", err=True)
+        _say(one_line(e.format_message()))
         _exit(e.exit_code)
     if is_user_error(e):
         if debug_enabled():
             traceback.print_exception(e)
-        click.echo(f"error: {one_line(str(e)) or type(e).__name__}", err=True)
+        _say(one_line(str(e)) or type(e).__name__)
         _exit(1)
     raise e
 

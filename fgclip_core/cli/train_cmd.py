@@ -99,9 +99,11 @@ def train(recipe: str | None, config_file: str | None, data_url: tuple[str, ...]
             args += ["--resume", resume]
         if no_progress:
             args.append("--no-progress")
-        rc = spawn_local(nproc, args, worker_env)
-        if rc != 0:
-            raise click.ClickException(f"training failed (exit code {rc}); see the log above and {out}")
+        result = spawn_local(nproc, args, worker_env)
+        if result.errors:   # the workers' own reason, once (each rank handed it over instead of printing)
+            raise click.ClickException("; ".join(result.errors))
+        if result.returncode != 0:
+            raise click.ClickException(f"training failed (exit code {result.returncode}); see the log above and {out}")
         _print_summary(out / "summary.json")
         return
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) != nproc:

@@ -14,10 +14,15 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+# A folder where spawned workers leave their one-line user error (rank-R.txt) for the parent to report once.
+WORKER_ERRORS_ENV = "FGCLIP_WORKER_ERRORS"
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,19 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
-def spawn_local(nproc: int, module_args: list[str], env: Mapping[str, str] | None = None) -> int:
-    """Run ``python -m fgclip_core.train <module_args>`` as ``nproc`` local workers; returns the exit code.
+@dataclass
+class SpawnResult:
+    returncode: int
+    errors: list[str]   # the workers' one-line user errors, distinct, in rank order (reported by the caller)
+
+
+def spawn_local(nproc: int, module_args: list[str], env: Mapping[str, str] | None = None) -> SpawnResult:
+    """Run ``python -m fgclip_core.train <module_args>`` as ``nproc`` local workers (torchrun, through
+    ``quiet_launch``); a worker's user error comes back in ``errors`` instead of being printed per rank.
 
     ``env``: the workers' environment (default: this process's), e.g. from ``allocator.allocator_env``.
     """
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
+    cmd = [sys.executable, "-m", "fgclip_core.train.quiet_launch", f"--nproc_per_node={nproc}", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "fgclip_core.train", *module_args]
     env = dict(os.environ if env is None else env)
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -84,4 +96,9 @@ def spawn_local(nproc: int, module_args: list[str], env: Mapping[str, str] | Non
     if nproc > 1:   # as torchrun does; one process keeps torch's own thread count
         env.setdefault("OMP_NUM_THREADS", "1")
     env["FGCLIP_SPAWNED"] = "1"
-    return subprocess.call(cmd, env=env)
+    with tempfile.TemporaryDirectory(prefix="fgclip-worker-errors-") as errors_dir:
+        env[WORKER_ERRORS_ENV] = errors_dir
+        rc = subprocess.call(cmd, env=env)
+        texts = [p.read_text().strip() for p in sorted(Path(errors_dir).glob("rank-*.txt"),
+                                                      key=lambda p: int(p.stem.split("-")[1]))]
+    return SpawnResult(rc, list(dict.fromkeys(t for t in texts if t)))

@@ -77,6 +77,17 @@ def test_missing_init_is_one_line_and_debug_shows_the_traceback(tmp_path):
     assert len(error_lines(d.stderr)) == 1
 
 
+def test_a_user_error_in_spawned_workers_is_one_line_not_one_per_rank(tmp_path):
+    """--nproc 2: both workers fail on the same missing --init; the parent reports it once, and
+    torchrun's launcher traceback and failure table stay out of the user's way."""
+    r = fgclip("train", "--recipe", "tiny-cpu-stage1", "--data", "synthetic://?samples=4", "--init",
+               str(tmp_path / "absent"), "--output", str(tmp_path / "run"), "--max-steps", "1", "--no-progress",
+               "--nproc", "2", timeout=300)
+    out = r.stderr + r.stdout
+    assert r.returncode == 1 and "Traceback" not in out and "ChildFailedError" not in out, out[-3000:]
+    assert error_lines(r.stderr) == [f"error: {tmp_path / 'absent'}: checkpoint directory does not exist"]
+
+
 def test_data_without_manifest_is_one_line(tmp_path):
     (tmp_path / "shards").mkdir()
     r = fgclip("train", "--recipe", "tiny-cpu-stage1", "--data", str(tmp_path / "shards"), "--output",
