@@ -2,7 +2,7 @@
 
 DeepSpeed 0.19 reads every file of a checkpoint (``mp_rank_*_model_states.pt``,
 ``*zero_pp_rank_*_optim_states.pt``, at every ZeRO stage) through its engine's ``checkpoint_engine.load``,
-and the default ``TorchCheckpointEngine`` calls ``torch.load(..., weights_only=False)``: a checkpoint
+and the default ``TorchCheckpointEngine`` unpickles with ``weights_only`` off: a checkpoint
 folder whose files were replaced (and ``COMPLETE.json`` re-hashed) would run the replacer's code on
 ``--resume``. ``install`` swaps that one object for ``SafeTorchCheckpointEngine``, whose ``load`` lets the
 unpickler build only tensors, plain containers and the few DeepSpeed classes its files really hold
