@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tarfile
-import textwrap
 
 import pytest
 import webdataset as wds
@@ -13,30 +10,19 @@ import webdataset as wds
 from fgclip_core.data.config import DataConfig, ShardConfig
 from fgclip_core.data.pipeline import build_shards
 from fgclip_core.data.shards import ManifestError, read_manifest, shard_urls, verify_shards
-from tests.fixtures.data import make_record, write_images, write_jsonl
+from tests.fixtures.data import make_record, run_killed_build, write_images, write_jsonl
 
 pytestmark = pytest.mark.integration
 SPP = 3
 
 
 def _killed_build(ann, img, out, kill_after_members: int, overwrite: bool = False) -> None:
-    code = textwrap.dedent(f"""
-        import os, signal
-        import fgclip_core.data.shards as sh
-        orig, n = sh._add_member, [0]
-        def add(tar, name, data):
-            orig(tar, name, data)
-            n[0] += 1
-            if n[0] == {kill_after_members}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        sh._add_member = add
+    run_killed_build(f"""
         from fgclip_core.data.config import DataConfig, ShardConfig
         from fgclip_core.data.pipeline import build_shards
         build_shards({str(ann)!r}, {str(img)!r}, {str(out)!r}, DataConfig(shards=ShardConfig(samples_per_shard={SPP})),
                      overwrite={overwrite!r})
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr   # really killed, not finished
+    """, kill_after_members)
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,7 +24,7 @@ from fgclip_core.data.loader import FineHARDLoader, iter_tar_samples
 from fgclip_core.data.pipeline import TargetNotEmptyError, build_shards
 from fgclip_core.data.shard_check import CorruptShardError
 from fgclip_core.data.shards import read_manifest, shard_urls, verify_shards
-from tests.fixtures.data import make_record, write_images, write_jsonl
+from tests.fixtures.data import make_record, run_killed_build, write_images, write_jsonl
 from tests.integration.train_run import run_train
 from tests.unit.test_data_loader import PROC, TOK
 
@@ -54,22 +51,11 @@ def _keys_read(url: str, on_corrupt_shard: str = "fail", workers: int = 0) -> tu
 
 def _killed_rebuild(ann: Path, img: Path, out: str, kill_after_members: int) -> None:
     """``fgclip data build-shards --overwrite`` in a subprocess, SIGKILLed after that many tar members."""
-    code = textwrap.dedent(f"""
-        import os, signal
-        import fgclip_core.data.shards as sh
-        orig, n = sh._add_member, [0]
-        def add(tar, name, data):
-            orig(tar, name, data)
-            n[0] += 1
-            if n[0] == {kill_after_members}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        sh._add_member = add
+    run_killed_build(f"""
         from fgclip_core.cli import cli
         cli.main(["data", "build-shards", "--annotations", {str(ann)!r}, "--images", {str(img)!r},
                   "--out", {out!r}, "--samples-per-shard", "{SPP}", "--overwrite"], standalone_mode=False)
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr   # really killed, not finished or refused
+    """, kill_after_members, timeout=300)
 
 
 def _names(url: str) -> list[str]:
