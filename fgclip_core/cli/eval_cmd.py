@@ -41,11 +41,14 @@ FORMATS = ("auto", "fgovd", "sharegpt4v", "dci", "urban1k", "coco", "karpathy", 
 @click.option("--cache-dir", default=None, help="Embedding cache folder (default OUTPUT/cache).")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI",
               help="Log to MLflow at this URI (also logs when an MLflow run is active).")
+@click.option("--paper", "paper_release", default=None, metavar="RELEASE",
+              help="Print this release's published figures next to ours (e.g. fg-clip-large) even when the "
+                   "model's fingerprint is not listed for it (a converted copy, a fine-tune).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str, baseline_dir: str | None,
           fmt: str, name: str | None, classnames: str | None, limit: int | None, split: str, protocol: str | None,
           settings_file: str | None, overrides: tuple[str, ...], cache_dir: str | None,
-          tracking_uri: str | None, no_progress: bool) -> None:
+          tracking_uri: str | None, paper_release: str | None, no_progress: bool) -> None:
     """Evaluate a model on FG-CLIP's benchmark suite and write metrics.json, details.jsonl and a report."""
     from fgclip_core.eval.paper import format_metric
     from fgclip_core.eval.runner import evaluate
@@ -71,6 +74,8 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
             values["cache_dir"] = cache_dir
         if no_progress:
             values["progress"] = False
+        if paper_release:
+            values["paper_release"] = paper_release
         settings = load_config(EvalSettings, base=values)
         outcome = evaluate(specs, model_dir, output, settings=settings, baseline_dir=baseline_dir,
                            tracking_uri=tracking_uri)
@@ -84,7 +89,10 @@ def eval_(suite: str, model_dir: str, data: str, images: str | None, output: str
         if res.missing_images:
             click.echo(f"  missing images: {len(res.missing_images)} (see {Path(output)}/metrics.json)")
     if outcome.paper is not None:
-        click.echo(f"paper figures: {outcome.paper['model']} ({outcome.paper['source']}), protocol "
-                   f"{outcome.paper['protocol']}; {len(outcome.paper['metrics'])} compared")
+        paper = outcome.paper
+        click.echo(f"paper figures: {paper['model']} ({paper['source']}), protocol {paper['protocol']}, "
+                   f"release chosen by {paper['matched_by']}; {len(paper['metrics'])} compared")
+        if paper["transcribed_from"]:
+            click.echo(f"  figures read from: {paper['transcribed_from']}")
     click.echo(f"metrics: {outcome.metrics_path}")
     click.echo(f"report: {outcome.report.html}")

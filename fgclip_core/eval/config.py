@@ -53,6 +53,8 @@ class EvalSettings(StrictModel):
     progress: bool = True
     paper_numbers: str | None = Field(default=None, description="published figures to compare with "
                                       "(default: the packaged templates/paper_numbers.yaml)")
+    paper_release: str | None = Field(default=None, description="compare with this release's published "
+                                      "figures even when the model's fingerprint is not listed for it")
 
     @field_validator("recall_ks", "topk")
     @classmethod

@@ -24,6 +24,10 @@ class Release(StrictModel):
     protocol: Protocol = "official"
     fingerprints: list[str] = Field(default_factory=list, description="model fingerprints (prefixes) of the weights")
     figures: dict[str, float] = Field(default_factory=dict, description="'<benchmark>/<metric>' -> percent")
+    tables: dict[str, str] = Field(default_factory=dict, description="'<benchmark>/<metric>' -> the paper "
+                                   "table the figure is printed in")
+    transcribed_from: str = Field(default="", description="where the figures were read, when not from the "
+                                  "paper itself (a second-hand copy is named so that anyone can check it)")
 
     @field_validator("figures")
     @classmethod
@@ -36,6 +40,13 @@ class Release(StrictModel):
 
 class PaperNumbers(StrictModel):
     releases: dict[str, Release]
+
+    def named(self, name: str) -> Release:
+        """The release called ``name``; a ``ConfigError``-style ``ValueError`` naming the known ones otherwise."""
+        if name not in self.releases:
+            raise ValueError(f"paper_release {name!r} is not a release of the paper numbers file; "
+                             f"known: {', '.join(sorted(self.releases)) or 'none'}")
+        return self.releases[name]
 
 
 def load_paper_numbers(path: str | Path | None = None) -> PaperNumbers:
@@ -68,15 +79,23 @@ def compare_with_paper(results: list[Any], release: Release) -> dict[str, dict[s
     return out
 
 
-def paper_section(results: list[Any], fingerprint: str, numbers: PaperNumbers) -> dict[str, Any] | None:
+def paper_section(results: list[Any], fingerprint: str, numbers: PaperNumbers,
+                  release: str | None = None) -> dict[str, Any] | None:
     """What ``metrics.json`` records under ``"paper"``: the release, its source and the comparison; ``None``
-    when the model is no known release."""
-    found = release_for(fingerprint, numbers)
-    if found is None:
-        return None
-    name, rel = found
+    when the model is no known release. ``release`` (the setting ``paper_release``) names the release to
+    compare with whatever the fingerprint says: a converted or fine-tuned copy of a release has other
+    bytes than the listed weights. ``matched_by`` records which of the two chose it."""
+    if release is not None:
+        name, rel, matched_by = release, numbers.named(release), "setting"
+    else:
+        found = release_for(fingerprint, numbers)
+        if found is None:
+            return None
+        (name, rel), matched_by = found, "fingerprint"
     return {"release": name, "model": rel.model, "source": rel.source, "protocol": rel.protocol,
-            "metrics": compare_with_paper(results, rel)}
+            "matched_by": matched_by, "transcribed_from": rel.transcribed_from,
+            "metrics": {k: {**row, "table": rel.tables.get(k, "")}
+                        for k, row in compare_with_paper(results, rel).items()}}
 
 
 def format_metric(benchmark: str, metric: str, value: float, paper: dict[str, Any] | None) -> str:

@@ -118,6 +118,8 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
     # Read every benchmark first: a malformed file fails before any model is loaded.
     datas = [read_benchmark(spec) for spec in specs]
     numbers = load_paper_numbers(settings.paper_numbers)
+    if settings.paper_release is not None:
+        numbers.named(settings.paper_release)  # an unknown name fails before any model is loaded
     out.mkdir(parents=True, exist_ok=True)
     model = _cached(model_dir, settings, out, encoder_factory)
     base = _cached(baseline_dir, settings, out, encoder_factory) if baseline_dir else None
@@ -135,7 +137,7 @@ def evaluate(specs: list[BenchmarkSpec], model_dir: str, output: str | Path, set
             base_res.write(bench_dir / "baseline")
         pairs.append((res, base_res))
 
-    paper = paper_section([r for r, _ in pairs], model.fingerprint, numbers)
+    paper = paper_section([r for r, _ in pairs], model.fingerprint, numbers, settings.paper_release)
     if single:
         metrics_path = out / "metrics.json"
         if paper is not None:

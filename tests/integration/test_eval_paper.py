@@ -64,3 +64,42 @@ def test_shipped_paper_numbers_file_is_valid_and_names_its_source():
     numbers = load_paper_numbers()
     assert set(numbers.releases) == {"fg-clip-base", "fg-clip-large"}
     assert all("2505.05071" in rel.source and rel.protocol == "official" for rel in numbers.releases.values())
+
+
+def renamed_suite(sample_set, dest, names: dict[str, str]):
+    """The sample suite with some entries renamed (e.g. the sample FG-OVD file as ``fgovd-hard``), so that
+    the shipped release figures, keyed by the example file's benchmark names, apply to it."""
+    path = L.write_sample_suite(sample_set, dest)
+    suite = yaml.safe_load(path.read_text())
+    suite["benchmarks"] = [{**b, "name": names[b["name"]]} for b in suite["benchmarks"] if b["name"] in names]
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def test_paper_flag_compares_with_a_shipped_release_whatever_the_fingerprint(tiny_checkpoint_dir, sample_set,
+                                                                              tmp_path):
+    shipped = load_paper_numbers().releases["fg-clip-base"]
+    assert "fgovd-hard/accuracy" in shipped.figures and "coco-boxes/top1" in shipped.figures
+    suite = renamed_suite(sample_set, tmp_path / "bench", {"fgovd-sample": "fgovd-hard", "boxes-sample": "coco-boxes"})
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["eval", "all", "--model", str(tiny_checkpoint_dir), "--data", str(suite),
+                                 "--output", str(out), "--no-progress", "--paper", "fg-clip-base"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    paper = json.loads((out / "metrics.json").read_text())["paper"]
+    assert paper["release"] == "fg-clip-base" and paper["matched_by"] == "setting"
+    assert set(paper["metrics"]) == {"fgovd-hard/accuracy", "coco-boxes/top1"}
+    for key, row in paper["metrics"].items():
+        assert row["paper"] == shipped.figures[key] and row["table"] == shipped.tables[key]
+    fg = next(ln for ln in r.output.splitlines() if ln.startswith("fgovd-hard"))
+    assert f"(paper {shipped.figures['fgovd-hard/accuracy']:.2f}, " in fg
+    assert "release chosen by setting" in r.output and "figures read from:" in r.output
+
+
+def test_an_unknown_paper_release_is_one_line_before_any_model_is_read(sample_set, tmp_path):
+    suite = L.write_sample_suite(sample_set, tmp_path / "bench")
+    r = CliRunner().invoke(cli, ["eval", "all", "--model", str(tmp_path / "no-such-model"), "--data", str(suite),
+                                 "--output", str(tmp_path / "out"), "--no-progress", "--paper", "fg-clip-huge"])
+    assert r.exit_code != 0
+    assert "'fg-clip-huge'" in r.output and "fg-clip-base" in r.output and "no-such-model" not in r.output
+    assert "Traceback" not in r.output

@@ -38,9 +38,20 @@ def test_comparison_in_percent_and_only_under_the_release_protocol():
     assert rows == {"b/accuracy": {"paper": 40.0, "ours": 42.5, "diff": pytest.approx(2.5)}}
     assert compare_with_paper([result("clip_benchmark", accuracy=0.425)], NUMBERS.releases["r"]) == {}
     section = paper_section([result(accuracy=0.425)], FP, NUMBERS)
-    assert section["release"] == "r" and section["metrics"] == rows
+    assert section["release"] == "r" and section["matched_by"] == "fingerprint"
+    assert section["metrics"] == {k: {**v, "table": ""} for k, v in rows.items()}
     assert format_metric("b", "accuracy", 0.425, section) == "accuracy=42.50 (paper 40.00, +2.50)"
     assert format_metric("b", "top5", 0.5, section) == "top5=50.00"
+
+
+def test_a_named_release_is_compared_whatever_the_fingerprint_and_an_unknown_name_is_refused():
+    other = "f" * 64  # not listed for "r": a converted or fine-tuned copy has other bytes
+    assert paper_section([result(accuracy=0.425)], other, NUMBERS) is None
+    section = paper_section([result(accuracy=0.425)], other, NUMBERS, release="r")
+    assert section["release"] == "r" and section["matched_by"] == "setting"
+    assert section["metrics"]["b/accuracy"]["paper"] == 40.0
+    with pytest.raises(ValueError, match=r"'nope'.*known: r"):
+        paper_section([result(accuracy=0.425)], FP, NUMBERS, release="nope")
 
 
 def test_bad_paper_files_are_refused_with_the_file_named(tmp_path):
@@ -97,3 +108,10 @@ def test_shipped_figures_name_example_benchmarks_and_their_suites_metrics():
         "fgovd-hard/accuracy": 46.0, "fg-ovd-hard/accuracy": 46.0, "coco-5k/top1": 50.0,
         "imagenet-1k/top1": 70.0, "dci/t2i_R@1": 60.0}}}})
     assert bad_figures(wrong, benchmarks) == ["r: fg-ovd-hard/accuracy", "r: coco-5k/top1"]
+
+
+def test_every_shipped_figure_names_its_table_and_how_it_was_read():
+    for name, rel in load_paper_numbers().releases.items():
+        assert set(rel.tables) == set(rel.figures), name
+        assert all(rel.tables.values()), name
+        assert not rel.figures or rel.transcribed_from, name
