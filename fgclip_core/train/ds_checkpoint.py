@@ -29,6 +29,7 @@ import torch
 
 from fgclip_core.config import ConfigError
 from fgclip_core.model.checkpoint import CheckpointError
+from fgclip_core.train.deepspeed_import import load_deepspeed
 
 ALLOWED_GLOBALS = (
     "deepspeed.runtime.fp16.loss_scaler.LossScaler",
@@ -40,6 +41,7 @@ _GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 def allowed_globals() -> list[Any]:
     """The allow-listed classes themselves (``torch.serialization.safe_globals`` takes objects)."""
+    load_deepspeed()
     from deepspeed.runtime.fp16.loss_scaler import LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
@@ -73,6 +75,7 @@ def _first_reason(e: BaseException) -> str:
 
 
 def _safe_engine_class():
+    load_deepspeed()
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
     class SafeTorchCheckpointEngine(TorchCheckpointEngine):

@@ -25,6 +25,7 @@ from fgclip_core.train import checkpoint as ckpt
 from fgclip_core.train import ds_checkpoint
 from fgclip_core.train.allocator import loaded_allocator
 from fgclip_core.train.config import TrainConfig
+from fgclip_core.train.deepspeed_import import load_deepspeed
 from fgclip_core.train.ds_config import build_ds_config, resolve_precision
 from fgclip_core.train.launch import DistInfo, barrier, init_distributed
 from fgclip_core.train.pipes import PipesReporter
@@ -171,7 +172,7 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------------------
     def _setup(self) -> None:
-        import deepspeed
+        deepspeed = load_deepspeed()
 
         cfg = self.cfg
         self.dist = init_distributed()
@@ -266,7 +267,7 @@ class Trainer:
 
     # -- export ---------------------------------------------------------------------------------
     def _export(self) -> Path | None:
-        import deepspeed
+        deepspeed = load_deepspeed()
 
         params = list(self.module.parameters())
         gathered = self.ds_config["zero_optimization"]["stage"] == 3

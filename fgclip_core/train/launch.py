@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from fgclip_core.train.deepspeed_import import load_deepspeed
+
 # A folder where spawned workers leave their one-line user error (rank-R.txt) for the parent to report once.
 WORKER_ERRORS_ENV = "FGCLIP_WORKER_ERRORS"
 
@@ -59,7 +61,7 @@ def init_distributed() -> DistInfo:
     if os.environ["DS_ACCELERATOR"] == "":
         raise RuntimeError("DS_ACCELERATOR is set but empty: set it to cpu or cuda")
     ensure_single_process_env()
-    import deepspeed
+    deepspeed = load_deepspeed()
 
     cuda = os.environ["DS_ACCELERATOR"] == "cuda" and torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 
 import torch
 
+from fgclip_core.train.deepspeed_import import load_deepspeed
+
 log = logging.getLogger(__name__)
 
 REGION_SCALES = ("logit_scale_finegraind", "logit_scale_hardneg")
@@ -31,6 +33,7 @@ REGION_SCALES = ("logit_scale_finegraind", "logit_scale_hardneg")
 @torch.no_grad()
 def clamp_scales_(params: Iterable[torch.nn.Parameter], max_log: float) -> None:
     """``p <- min(p, max_log)`` for each scale parameter, master copy included, at any ZeRO stage."""
+    load_deepspeed()
     from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 
     for p in params:
@@ -43,8 +46,7 @@ def clamp_scales_(params: Iterable[torch.nn.Parameter], max_log: float) -> None:
         clamped = master.clamp(max=max_log)
         safe_set_full_fp32_param(p, clamped)
         if hasattr(p, "ds_id"):       # ZeRO 3: the module's copy is partitioned too
-            import deepspeed
-
+            deepspeed = load_deepspeed()
             with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
                 if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
                     p.data.copy_(clamped.view_as(p.data).to(p.dtype))
