@@ -1,4 +1,6 @@
-"""The training input pipeline: manifest-listed shards -> ``TrainBatch``es.
+"""The training input pipeline: manifest-listed shards -> ``TrainBatch``es. This module holds the
+loader (epochs, workers, resume state, collate); one logical worker's stream is ``data.worker_stream``
+and the shard tar reader ``data.tar_read``.
 
 Splitting: logical worker ``w`` of rank ``r`` (of ``R`` ranks and ``W`` workers) owns the shards
 ``i`` with ``i % (R*W) == r*W + w``; fewer shards than ``R*W`` is an error (a worker would starve).
@@ -36,16 +38,10 @@ its samples is used, logged once per worker, counted in ``counters["corrupt_shar
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import random
-import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -53,12 +49,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fgclip_core import storage
-from fgclip_core.data.atomic import resolve
 from fgclip_core.data.batch import TrainBatch
-from fgclip_core.data.config import LoaderConfig, ReadConfig, ShardCheckConfig, ValidationConfig
-from fgclip_core.data.errors import RecordError
-from fgclip_core.data.images import decode_image
-from fgclip_core.data.io import record_from_raw
+from fgclip_core.data.config import LoaderConfig, ShardCheckConfig
 from fgclip_core.data.pixels import PixelBatcher, PixelBatcherUnavailable, PixelNorm, new_batch_tensors
 from fgclip_core.data.pretok import (
     TOKENS_FORMAT,
@@ -66,17 +58,23 @@ from fgclip_core.data.pretok import (
     SampleTokens,
     TokensUnavailable,
     fingerprint,
-    read_tokens,
 )
-from fgclip_core.data.records import FineHARDRecord
-from fgclip_core.data.shard_check import CorruptShardError, ShardCheck, ShardCorrupt
+from fgclip_core.data.shard_check import CorruptShardError
 from fgclip_core.data.shards import Manifest, merge_manifests, read_manifest
 from fgclip_core.data.tokens import FastEncoder, FastEncoderUnavailable
+from fgclip_core.data.worker_stream import (
+    StarvationError,
+    StreamCounters,
+    StreamSample,
+    WorkerStream,
+    owned_shards,
+)
+
+__all__ = ["FineHARDLoader", "LoaderStateError", "StarvationError", "build_loader", "owned_shards"]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 class Tokenizer(Protocol):
@@ -93,403 +91,8 @@ class Processor(Protocol):
     def preprocess_one(self, image: Any) -> torch.Tensor: ...
 
 
-class StarvationError(ValueError):
-    """Fewer shards than ranks x workers: some worker would get no data."""
-
-
 class LoaderStateError(ValueError):
     """A saved loader state does not fit this loader (other seed, world size, workers or source)."""
-
-
-def derive_seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
-
-
-def owned_shards(num_shards: int, rank: int, world_size: int, worker: int, num_workers: int) -> list[int]:
-    slots = world_size * num_workers
-    if num_shards < slots:
-        raise StarvationError(
-            f"{num_shards} shard(s) for {world_size} rank(s) x {num_workers} worker(s): at least {slots} "
-            f"shards are needed so that no worker starves; rebuild with a smaller --samples-per-shard "
-            f"or use fewer workers")
-    return list(range(rank * num_workers + worker, num_shards, slots))
-
-
-@dataclass
-class _Sample:
-    key: str
-    pixels: torch.Tensor | None   # [3, S, S] float32 from the processor; None: packed into the batch's uint8 rows
-    record: FineHARDRecord
-    region_texts: list[str]
-    region_pick: list[int]              # per region: 0 = short_expr's ids, 1 = long_expr's
-    tokens: SampleTokens | None = None  # stored ids (pre-tokenised shards), else tokenised in collate
-    image_bytes: bytes = b""            # the encoded image until _decode has used it
-
-
-@dataclass
-class _Counters:
-    samples_ok: int = 0
-    bad_samples: int = 0
-    shard_errors: int = 0
-    corrupt_shards: int = 0   # skipped (on_corrupt_shard="skip"): each time the stream came to one
-    bad_by_reason: Counter[str] = field(default_factory=Counter)
-    corrupt_by_reason: Counter[str] = field(default_factory=Counter)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"samples_ok": self.samples_ok, "bad_samples": self.bad_samples,
-                "shard_errors": self.shard_errors, "corrupt_shards": self.corrupt_shards,
-                "bad_by_reason": dict(self.bad_by_reason), "corrupt_by_reason": dict(self.corrupt_by_reason)}
-
-
-class _BadSample(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class _NotPlain(Exception):
-    """A tar header the fast reader leaves to ``tarfile`` (anything but a plain ustar file or folder)."""
-
-
-_TAR_BLOCK = 512
-_ZERO_BLOCK = bytes(_TAR_BLOCK)
-
-
-def _tarfile_members(fs: Any, path: str, skip: int = 0, check: ShardCheck | None = None) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of the regular files of a tar, read by ``tarfile`` (after skipping ``skip`` of them)."""
-    with fs.open(path, "rb") as raw:
-        fh = raw if check is None else check.wrap(raw)
-        try:
-            with tarfile.open(fileobj=fh, mode="r|") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    if skip:
-                        skip -= 1
-                        continue
-                    f = tar.extractfile(member)
-                    yield member.name, f.read() if f is not None else b""
-        except (tarfile.TarError, EOFError, ValueError):
-            if check is not None:
-                check.finish()   # a damaged shard: ShardCorrupt from here when its bytes are not the manifest's
-            raise
-        if check is not None:
-            check.finish()
-
-
-def _fast_members(fh: Any) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of the regular files of a plain ustar stream: one header read and one data read
-    per member (``tarfile`` costs ~6x more per member). Raises ``_NotPlain`` on anything else: end of
-    data where a header or member should be, a bad checksum, base-256 sizes, pax / GNU / link
-    members; the caller then hands the rest to ``tarfile``, which does what it always did."""
-    first = True
-    while True:
-        h = fh.read(_TAR_BLOCK)
-        if len(h) != _TAR_BLOCK or (first and h == _ZERO_BLOCK):
-            raise _NotPlain("short header")
-        if h == _ZERO_BLOCK:   # end of archive (tarfile stops at the first zero block too)
-            return
-        first = False
-        kind = h[156:157]
-        if kind not in (b"0", b"\0", b"5") or h[124] & 0x80:
-            raise _NotPlain("not a plain file or folder")
-        try:
-            size = int(h[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-            chksum = int(h[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
-        except ValueError as e:
-            raise _NotPlain("bad number field") from e
-        if chksum != 256 + sum(h[:148]) + sum(h[156:]):
-            raise _NotPlain("checksum")
-        name = h[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        if h[257:265] == b"ustar\x0000":
-            prefix = h[345:500].split(b"\0", 1)[0]
-            if prefix:
-                name = prefix.decode("utf-8", "surrogateescape") + "/" + name
-        pad = -size % _TAR_BLOCK
-        data = fh.read(size) if size else b""   # the member exactly: no second copy without its padding
-        if len(data) != size or (pad and len(fh.read(pad)) != pad):
-            raise _NotPlain("short data")
-        if kind == b"5" or name.endswith("/"):
-            continue
-        yield name, data
-
-
-def _tar_members(fs: Any, path: str, check: ShardCheck | None = None) -> Iterator[tuple[str, bytes]]:
-    """The regular files of a tar, exactly as ``tarfile`` reads them (same members, same errors), by
-    the fast reader as long as the stream is plain ustar, then by ``tarfile`` from where it stopped.
-    ``check``: the file's size is compared first, its bytes are hashed as they are read and compared
-    at the end (``ShardCorrupt``)."""
-    if check is not None:
-        check.check_size(fs, path)
-    done = 0
-    with fs.open(path, "rb") as raw:
-        fh = raw if check is None else check.wrap(raw)
-        try:
-            for member in _fast_members(fh):
-                yield member
-                done += 1
-            if check is not None:
-                check.finish()
-            return
-        except _NotPlain:
-            pass
-    yield from _tarfile_members(fs, path, skip=done, check=check)
-
-
-def iter_tar_samples(url: str, fs: Any = None, check: ShardCheck | None = None) -> Iterator[dict[str, Any]]:
-    """Group consecutive tar members by key (WebDataset rules: key = name up to the first dot of the
-    basename). Yields ``{"__key__": key, "__url__": url, ext: bytes, ...}``; raises on a bad tar, and
-    ``ShardCorrupt`` when ``check`` finds the shard is not its manifest entry."""
-    fs, path = resolve(url, fs)
-    current: dict[str, Any] | None = None
-    for name, data in _tar_members(fs, path, check):
-        dirname, _, base = name.rpartition("/")
-        if "." not in base:
-            continue
-        stem, ext = base.split(".", 1)
-        key = f"{dirname}/{stem}" if dirname else stem
-        if current is None or current["__key__"] != key:
-            if current is not None:
-                yield current
-            current = {"__key__": key, "__url__": url}
-        current[ext.lower()] = data
-    if current is not None:
-        yield current
-
-
-class _WorkerStream:
-    """One logical worker's deterministic stream of batches (runs in a DataLoader worker or inline).
-
-    The stream is cut into blocks of ``resume_block_shards`` shards; each block has its own seeds and
-    its own shuffle buffer (drained at the block's end), so a resume at ``(block, position)`` re-reads
-    at most one block's shards instead of the whole epoch.
-    """
-
-    def __init__(self, loader: FineHARDLoader, worker: int, start: tuple[int, int], epoch: int) -> None:
-        self.loader = loader
-        self.cfg = loader.cfg
-        self.worker = worker
-        self.start_block, self.start_pos = start
-        self.epoch = epoch
-        self.shards = owned_shards(len(loader.urls), loader.rank, loader.world_size, worker, loader.num_logical)
-        self.counters = _Counters()
-        self.logged = 0
-        self.warned_tokens = False
-        self.failed_in_a_row = 0
-        self.corrupt: set[int] = set()   # shards found corrupt (skip mode): not read again by this stream
-        self.fs: Any = None   # made in the worker process that reads (s3fs clients are not fork-safe)
-        self.validation = ValidationConfig()
-        self.read_cfg = ReadConfig(strip_prefixes=[])
-        self.pixels: torch.Tensor | None = None   # uint8 rows of the batch being filled (PixelBatcher.put)
-        self.at = (self.start_block, self.start_pos)   # (block, position) the stream has reached
-
-    def _seed(self, *extra: Any) -> int:
-        return derive_seed(self.cfg.seed, self.epoch, self.loader.rank, self.worker, *extra)
-
-    def _blocks(self) -> Iterator[tuple[int, list[int]]]:
-        k = self.cfg.resume_block_shards
-        if self.cfg.mode == "shuffle":
-            order = list(self.shards)
-            random.Random(self._seed("shards")).shuffle(order)
-            for b in range(self.start_block, -(-len(order) // k)):
-                yield b, order[b * k:(b + 1) * k]
-        else:
-            b = self.start_block
-            while True:
-                rng = random.Random(self._seed("shards", b))
-                yield b, [rng.choice(self.shards) for _ in range(k)]
-                b += 1
-
-    def _raw(self, shards: list[int]) -> Iterator[dict[str, Any]]:
-        skip = self.loader.on_corrupt_shard == "skip"
-        for i in shards:
-            url = self.loader.urls[i]
-            got = 0
-            if self.fs is None:
-                self.fs = storage.filesystem(url)[0]
-            try:
-                if i in self.corrupt:
-                    raise ShardCorrupt(url, "known_corrupt", "found corrupt earlier in this stream")
-                check = ShardCheck(url, self.loader.manifest.shards[i], buffered=skip)
-                for sample in iter_tar_samples(url, self.fs, check):
-                    got += 1
-                    yield sample
-            except ShardCorrupt as e:
-                self._corrupt(i, e)
-            except OSError as e:
-                self._corrupt(i, ShardCorrupt(url, "unreadable", f"{type(e).__name__}: {e}"))
-            except (tarfile.TarError, EOFError, ValueError) as e:   # its bytes are the manifest's, its tar is not
-                self.counters.shard_errors += 1
-                log.warning("worker %d: shard %s unreadable from here on, skipping its rest: %s", self.worker, url, e)
-            self.failed_in_a_row = 0 if got else self.failed_in_a_row + 1
-            if self.failed_in_a_row >= 3 * len(self.shards) and self.cfg.mode == "resample":
-                raise RuntimeError(f"worker {self.worker}: none of its {len(self.shards)} shards yields a sample "
-                                   f"(e.g. {url}); the data is unreadable")
-
-    def _corrupt(self, i: int, e: ShardCorrupt) -> None:
-        if self.loader.on_corrupt_shard == "fail":
-            raise CorruptShardError(f"corrupt shard {e} (data.on_corrupt_shard=fail: rebuild the shards, or "
-                                    f"set data.on_corrupt_shard=skip to train without it)") from e
-        self.counters.corrupt_shards += 1
-        if i not in self.corrupt:
-            self.corrupt.add(i)
-            self.counters.corrupt_by_reason[e.reason] += 1
-            log.warning("worker %d: skipping corrupt shard %s (data.on_corrupt_shard=skip; counted in "
-                        "corrupt_shards)", self.worker, e)
-
-    def _shuffled(self, block: int, shards: list[int]) -> Iterator[dict[str, Any]]:
-        size = self.cfg.shuffle_buffer
-        if size <= 1:
-            yield from self._raw(shards)
-            return
-        rng = random.Random(self._seed("buffer", block))
-        buf: list[dict[str, Any]] = []
-        for s in self._raw(shards):
-            buf.append(s)
-            if len(buf) >= size:
-                j = rng.randrange(len(buf))
-                buf[j], buf[-1] = buf[-1], buf[j]
-                yield buf.pop()
-        rng.shuffle(buf)
-        yield from buf
-
-    def _bad(self, raw: dict[str, Any], reason: str, detail: str) -> None:
-        self.counters.bad_samples += 1
-        self.counters.bad_by_reason[reason] += 1
-        if self.logged < self.cfg.log_bad_samples:
-            self.logged += 1
-            log.warning("worker %d: skipping sample %s from %s: %s: %s", self.worker, raw.get("__key__"),
-                        raw.get("__url__"), reason, detail)
-
-    def _region_texts(self, record: FineHARDRecord, rng: random.Random) -> tuple[list[str], list[int]]:
-        texts, picks = [], []
-        for region in record.bbox_info[: self.cfg.max_boxes]:
-            has_long = bool(region.long_expr.strip())
-            if self.cfg.region_text == "short":
-                use_long = False
-            elif self.cfg.region_text == "long":
-                use_long = has_long
-            else:
-                use_long = rng.choice((False, True)) and has_long   # one draw either way, as always
-            texts.append(region.long_expr if use_long else region.short_expr)
-            picks.append(int(use_long))
-        return texts, picks
-
-    def _tokens(self, raw: dict[str, Any], record: FineHARDRecord) -> SampleTokens | None:
-        info = self.loader.tokens
-        if info is None:
-            return None
-        data = raw.get(info["member"])
-        try:
-            if data is None:
-                raise TokensUnavailable(f"no {info['member']} member")
-            return read_tokens(data, raw["json"], record, self.cfg.long_length, self.cfg.short_length)
-        except TokensUnavailable as e:
-            if not self.warned_tokens:
-                self.warned_tokens = True
-                log.warning("worker %d: stored token ids of %s from %s not usable (%s); tokenising such samples on "
-                            "the fly (logged once per worker)", self.worker, raw.get("__key__"), raw.get("__url__"), e)
-            return None
-
-    def _parse(self, raw: dict[str, Any], block: int, position: int) -> _Sample:
-        """Stage 1 of a sample: record, region texts and token ids (no pixels yet)."""
-        image = next((raw[e] for e in IMAGE_EXTS if e in raw), None)
-        if image is None or "json" not in raw:
-            raise _BadSample("sample_incomplete", f"has parts {sorted(k for k in raw if not k.startswith('__'))}")
-        try:
-            record = record_from_raw(json.loads(raw["json"]), self.read_cfg)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise _BadSample("record_malformed", f"json: {e}") from e
-        except RecordError as e:
-            raise _BadSample(e.reason.value, e.detail) from e
-        rng = random.Random(self._seed("sample", block, position))
-        texts, picks = self._region_texts(record, rng)
-        return _Sample(raw["__key__"], None, record, texts, picks, self._tokens(raw, record), image)
-
-    def _decode(self, sample: _Sample, slot: int) -> _Sample:
-        """Stage 2: decode the image; with the loader's ``PixelBatcher`` resize it straight into row ``slot``
-        of the batch being filled (``self.pixels``) and drop it, else keep the processor's float32 pixels."""
-        size = self.loader.processor.size
-        try:
-            decoded = decode_image(sample.image_bytes, max_pixels=self.validation.max_pixels, min_side=1,
-                                   draft_size=size if self.cfg.decode_draft else None)
-        except RecordError as e:
-            raise _BadSample(e.reason.value, e.detail) from e
-        sample.image_bytes = b""
-        batcher = self.loader.pixel_batcher
-        if batcher is None:
-            sample.pixels = self.loader.processor.preprocess_one(decoded.image)
-            return sample
-        if self.pixels is None:
-            self.pixels = batcher.new_batch(self.cfg.batch_size)
-        batcher.put(self.pixels, slot, decoded.image)
-        return sample
-
-    def _guarded(self, raw: dict[str, Any], stage: Callable[..., _Sample], *args: Any) -> _Sample | None:
-        """``stage(*args)``, or None with the sample counted and logged as bad: one sample never ends a run."""
-        try:
-            return stage(*args)
-        except _BadSample as e:
-            self._bad(raw, e.reason, e.detail)
-        except Exception as e:
-            self._bad(raw, "unexpected_error", f"{type(e).__name__}: {e}")
-        return None
-
-    def _positioned(self) -> Iterator[tuple[dict[str, Any], int, int]]:
-        """(raw sample, block, position in block) after the resume point; ``self.at`` follows the stream."""
-        for block, shards in self._blocks():
-            skip = self.start_pos if block == self.start_block else 0
-            position = 0
-            self.at = (block, 0)
-            for raw in self._shuffled(block, shards):
-                position += 1
-                self.at = (block, position)
-                if position <= skip:   # replay up to the resume point without decoding
-                    continue
-                yield raw, block, position - 1
-
-    def __iter__(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
-        """``_stream_batches``; a ``CorruptShardError`` becomes a last marker carrying its message, which the
-        loader raises in the main process (one clear line, not a worker's traceback)."""
-        try:
-            yield from self._stream_batches()
-        except CorruptShardError as e:
-            yield None, {**self._meta(*self.at), "error": str(e)}
-
-    def _stream_batches(self) -> Iterator[tuple[TrainBatch | None, dict[str, Any]]]:
-        """Batches of the first ``batch_size`` good samples in stream order. Work is done in stages over the
-        samples a batch still needs (parse them all, then decode them all): each stage's code and data stay
-        in the CPU caches instead of being evicted by every image decode (~0.1 ms/sample on the dev box).
-        Exactly the missing number of samples is read each round, so positions match a sample-by-sample walk."""
-        B = self.cfg.batch_size
-        stream = self._positioned()
-        done = False
-        while not done:
-            batch: list[_Sample] = []
-            while len(batch) < B and not done:
-                items = list(islice(stream, B - len(batch)))
-                done = len(items) < B - len(batch)
-                parsed: list[tuple[dict[str, Any], _Sample]] = []
-                for item in items:
-                    sample = self._guarded(item[0], self._parse, *item)
-                    if sample is not None:
-                        parsed.append((item[0], sample))
-                for raw, sample in parsed:
-                    if self._guarded(raw, self._decode, sample, len(batch)) is not None:
-                        batch.append(sample)
-                        self.counters.samples_ok += 1
-            if len(batch) == B or (batch and not self.cfg.drop_last):
-                yield self._collate(batch), self._meta(*self.at)
-        # End marker: final position and counters (bad samples after the last batch included).
-        yield None, self._meta(*self.at)
-
-    def _collate(self, batch: list[_Sample]) -> TrainBatch:
-        pixels, self.pixels = self.pixels, None
-        return self.loader.collate(batch, None if pixels is None else pixels[:len(batch)])
-
-    def _meta(self, block: int, position: int) -> dict[str, Any]:
-        return {"worker": self.worker, "position": [block, position], "counters": self.counters.to_dict()}
 
 
 class _Dataset(IterableDataset):
@@ -501,7 +104,7 @@ class _Dataset(IterableDataset):
         info = get_worker_info()
         physical = info.id if info is not None else 0
         worker = (physical + self.offset) % self.loader.num_logical
-        return iter(_WorkerStream(self.loader, worker, self.positions[worker], self.epoch))
+        return iter(WorkerStream(self.loader, worker, self.positions[worker], self.epoch))
 
 
 class FineHARDLoader:
@@ -538,7 +141,7 @@ class FineHARDLoader:
             owned_shards(len(self.urls), rank, world_size, w, self.num_logical)
         self._reset_epoch(epoch)
         self._counters: dict[int, dict[str, Any]] = {}   # per worker, the stream running now
-        self._counters_past: dict[str, Any] = _Counters().to_dict()   # streams that ended
+        self._counters_past: dict[str, Any] = StreamCounters().to_dict()   # streams that ended
 
     @staticmethod
     def _text_encoder(tokenizer: Tokenizer, choice: str) -> Tokenizer:
@@ -700,7 +303,7 @@ class FineHARDLoader:
                              f"[{len(texts)}, {length}] (LoaderConfig.{mode}_length)")
         return ids
 
-    def collate(self, samples: list[_Sample], pixels: torch.Tensor | None = None) -> TrainBatch:
+    def collate(self, samples: list[StreamSample], pixels: torch.Tensor | None = None) -> TrainBatch:
         """A ``TrainBatch`` of ``samples``; ``pixels``: their uint8 rows, packed by ``PixelBatcher.put`` as they
         were decoded (with the batcher), else each sample carries its float32 pixels."""
         cfg = self.cfg

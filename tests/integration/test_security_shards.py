@@ -20,10 +20,11 @@ from click.testing import CliRunner
 from fgclip_core import storage
 from fgclip_core.cli import cli
 from fgclip_core.data.config import DataConfig, LoaderConfig, ShardCheckConfig, ShardConfig
-from fgclip_core.data.loader import FineHARDLoader, iter_tar_samples
+from fgclip_core.data.loader import FineHARDLoader
 from fgclip_core.data.pipeline import TargetNotEmptyError, build_shards
 from fgclip_core.data.shard_check import CorruptShardError
 from fgclip_core.data.shards import read_manifest, shard_urls, verify_shards
+from fgclip_core.data.tar_read import iter_tar_samples
 from tests.fixtures.data import make_record, run_killed_build, write_images, write_jsonl
 from tests.integration.train_run import run_train
 from tests.unit.test_data_loader import PROC, TOK

@@ -17,10 +17,11 @@ from click.testing import CliRunner
 from fgclip_core.cli import cli
 from fgclip_core.data.config import DataConfig, LoaderConfig, ShardConfig
 from fgclip_core.data.io import record_from_raw
-from fgclip_core.data.loader import FineHARDLoader, iter_tar_samples
+from fgclip_core.data.loader import FineHARDLoader
 from fgclip_core.data.pipeline import build_shards
 from fgclip_core.data.pretok import TOKENS_EXT, TokensUnavailable, read_tokens, record_texts
 from fgclip_core.data.shards import read_manifest, shard_urls
+from fgclip_core.data.tar_read import iter_tar_samples
 from fgclip_core.model.processing import ImageProcessor, build_clip_tokenizer, load_tokenizer
 from tests.fixtures.data import make_record, write_images, write_jsonl
 

@@ -14,9 +14,10 @@ import torch
 
 from fgclip_core.config import ConfigError
 from fgclip_core.data.config import ShardCheckConfig
-from fgclip_core.data.loader import FineHARDLoader, _tar_members, iter_tar_samples
+from fgclip_core.data.loader import FineHARDLoader
 from fgclip_core.data.shard_check import ShardCheck, ShardCorrupt
 from fgclip_core.data.shards import ManifestError, ShardInfo, read_manifest, write_manifest
+from fgclip_core.data.tar_read import _tar_members, iter_tar_samples
 from fgclip_core.train.config import resolve_config
 from tests.fixtures.data import image_bytes, make_record
 from tests.unit.test_data_loader import PROC, TOK, _cfg

@@ -10,7 +10,7 @@ import tarfile
 import fsspec
 import pytest
 
-from fgclip_core.data.loader import _fast_members, _tar_members, _tarfile_members
+from fgclip_core.data.tar_read import _fast_members, _tar_members, _tarfile_members
 
 
 def _tar(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT, dirs: bool = False) -> bytes:
