@@ -1,11 +1,12 @@
 """A local PostgreSQL cluster for the scale-out stack: ``python -m infra.stack.postgres start|stop|url --dir DIR``.
 
 ``start`` creates the cluster in ``DIR`` on first use (``initdb``), starts it listening on 127.0.0.1 only (no
-Unix socket) on ``--port`` or a free port, creates the databases ``dagster`` and ``mlflow`` and prints the URL
-of the ``postgres`` database (SQLAlchemy form ``postgresql+psycopg2://``, what Dagster and MLflow take;
-``--libpq`` for the plain ``postgresql://`` form); ``url --db NAME`` prints one database's URL, ``stop`` stops the server. The folder
-is the cluster: keep it for a persistent one, delete it after ``stop`` for a throwaway one (``--throwaway``
-also turns durability off: fsync, synchronous commit, full page writes).
+Unix socket) on ``--port``, the previous port or a free one, creates the databases ``dagster`` and ``mlflow``
+and prints the URL of ``--db`` (default ``postgres``) in SQLAlchemy form, ``postgresql+psycopg2://``, which
+Dagster and MLflow take (``--libpq``: the plain ``postgresql://`` form); ``url`` prints it for a started
+cluster, ``stop`` stops the server. The folder is the cluster: keep it for a persistent one, delete it after
+``stop`` for a throwaway one (``--throwaway`` also turns durability off: fsync, synchronous commit, full
+page writes).
 
 Layout of ``DIR``: ``data/`` (the cluster), ``password`` (the superuser's generated password, mode 0600: the
 only copy besides the cluster's own hash), ``port``, ``postgres.log``. Connections need that password
