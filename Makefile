@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.fgclip/torch_extensions
 export FGCLIP_HOME ?= $(CURDIR)/.fgclip
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install cpu-allocator demo dagster-home dagster-dev test test-ties test-unit test-integration lint bench clean
+.PHONY: install cpu-allocator demo dagster-home dagster-dev postgres-bin postgres postgres-stop mlflow-server test test-ties test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,7 +50,8 @@ demo-cli: $(STAMP)
 	$(PY) -m fgclip_core.demo
 
 # The embedded Dagster instance: DAGSTER_HOME/dagster.yaml (SQLite storage, run queue, run retries, pools
-# training=1 and annotation_endpoint=2), written by orchestration/instance.py.
+# training=1 and annotation_endpoint=2), written by orchestration/instance.py. FGCLIP_DAGSTER_STORAGE=postgres
+# (with DAGSTER_PG_URL in the environment, e.g. from `make postgres`) writes Postgres storage instead.
 export DAGSTER_HOME ?= $(FGCLIP_HOME)/dagster_home
 dagster-home: $(STAMP)
 	$(PY) -m orchestration.instance
@@ -61,10 +62,35 @@ ui: $(STAMP)
 	@$(PY) -m orchestration.instance; \
 	MLFLOW_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(FGCLIP_HOME)/mlflow.db}"; \
 	echo "Dagster http://127.0.0.1:$(DAGSTER_PORT)  MLflow http://127.0.0.1:$(MLFLOW_PORT) ($$MLFLOW_URI)"; \
-	$(VENV)/bin/mlflow ui --backend-store-uri "$$MLFLOW_URI" --host 127.0.0.1 --port $(MLFLOW_PORT) & \
+	$(PY) -m infra.stack.mlflow_server --backend-store-uri "$$MLFLOW_URI" --port $(MLFLOW_PORT) & \
 	MLFLOW_PID=$$!; trap 'kill $$MLFLOW_PID 2>/dev/null' EXIT INT TERM; \
 	MLFLOW_UI_URL=$${MLFLOW_UI_URL:-http://127.0.0.1:$(MLFLOW_PORT)} \
 	  $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+
+# Opt-in scale-out stack (infra/README.md, "Local stack"); the embedded SQLite defaults need none of it.
+# PostgreSQL server binaries: the Debian package `postgresql` when they are missing (apt-get and root only).
+PG_DIR ?= $(FGCLIP_HOME)/postgres
+PG_PORT ?=
+postgres-bin:
+	@$(PYTHON) -c "import sys; from infra.stack.postgres import pg_bin_dir as f; sys.exit(f() is None)" \
+	  || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	       && { timeout 600 apt-get install -y -q postgresql >/dev/null \
+	            || { timeout 300 apt-get update -q >/dev/null && timeout 600 apt-get install -y -q postgresql >/dev/null; }; }; }
+	@$(PYTHON) -c "from infra.stack.postgres import pg_bin_dir as f; p = f(); print('postgres binaries:', p); assert p"
+# A persistent cluster in $(PG_DIR) on 127.0.0.1 (databases dagster, mlflow); prints the URL of the postgres db.
+# `python -m infra.stack.postgres url --dir $(PG_DIR) --db dagster` prints another; `make postgres-stop` stops it.
+postgres: $(STAMP) postgres-bin
+	@$(PY) -m infra.stack.postgres start --dir $(PG_DIR) $(if $(PG_PORT),--port $(PG_PORT))
+postgres-stop:
+	$(PY) -m infra.stack.postgres stop --dir $(PG_DIR)
+# MLflow tracking server on that Postgres (database mlflow), artifacts proxied to MLFLOW_ARTIFACTS_DESTINATION
+# (s3://BUCKET/PREFIX with AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL and AWS credentials, or a folder);
+# clients then use MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_SERVER_PORT). Ctrl-C stops it.
+MLFLOW_SERVER_PORT ?= 5000
+MLFLOW_ARTIFACTS_DESTINATION ?= $(FGCLIP_HOME)/mlflow-artifacts
+mlflow-server: postgres
+	$(PY) -m infra.stack.mlflow_server --pg-dir $(PG_DIR) --port $(MLFLOW_SERVER_PORT) \
+	  --artifacts-destination "$(MLFLOW_ARTIFACTS_DESTINATION)"
 
 # The Dagster UI (http://127.0.0.1:3000) with the daemon, for clicking materialisations.
 dagster-dev: dagster-home

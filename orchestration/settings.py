@@ -7,6 +7,8 @@ Everything goes under ``.fgclip/`` of the working directory unless ``FGCLIP_HOME
 - ``raw_url()``: ``$FGCLIP_RAW_URL`` or ``<home>/raw/incoming``: the raw source whose direct subfolders
   are image batches (the default is filled with the bundled sample's first batch on first use);
 - ``dagster_home()``: ``$DAGSTER_HOME`` or ``<home>/dagster_home``;
+- ``dagster_storage()``: ``$FGCLIP_DAGSTER_STORAGE`` or ``sqlite``: the storage ``orchestration/instance.py``
+  writes into ``dagster.yaml`` (``postgres``: the URL comes from ``$DAGSTER_PG_URL`` when Dagster starts);
 - ``mlflow_tracking_uri()``: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<home>/mlflow.db``;
 - ``mlflow_ui_url()``: ``$MLFLOW_UI_URL`` or None (links then use the tracking URI when it is http(s));
 - ``sensor_interval_s()``: ``$FGCLIP_SENSOR_INTERVAL_S`` or 30: how often the raw-source sensor looks;
@@ -49,6 +51,16 @@ def raw_url_is_default() -> bool:
 
 def dagster_home() -> Path:
     return Path(_env("DAGSTER_HOME") or fgclip_home() / "dagster_home").resolve()
+
+
+DAGSTER_STORAGES = ("sqlite", "postgres")
+
+
+def dagster_storage() -> str:
+    value = (_env("FGCLIP_DAGSTER_STORAGE") or "sqlite").lower()
+    if value not in DAGSTER_STORAGES:
+        raise ValueError(f"FGCLIP_DAGSTER_STORAGE={value!r}: expected one of {', '.join(DAGSTER_STORAGES)}")
+    return value
 
 
 def mlflow_tracking_uri() -> str:

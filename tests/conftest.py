@@ -16,5 +16,6 @@ pytest_plugins = [
     "tests.fixtures.data",
     "tests.fixtures.s3",
     "tests.fixtures.mlflow",
+    "tests.fixtures.postgres",
     "tests.fixtures.openai_server",
 ]

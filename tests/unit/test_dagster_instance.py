@@ -29,3 +29,22 @@ def test_rewriting_is_idempotent_and_the_cli_uses_the_default_home(tmp_path, mon
     prepare_dagster_home(target.parent)
     assert target.stat().st_mtime_ns == mtime
     assert "DAGSTER_HOME=" in capsys.readouterr().out
+
+
+def test_postgres_storage_is_opt_in_and_names_the_url_only_by_its_variable(tmp_path, monkeypatch):
+    import pytest
+
+    from fgclip_core.safe_yaml import load_yaml
+    from orchestration import settings
+
+    monkeypatch.delenv("FGCLIP_DAGSTER_STORAGE", raising=False)
+    assert settings.dagster_storage() == "sqlite"
+    assert "sqlite" in load_yaml(dagster_yaml(tmp_path), "dagster.yaml")["storage"]
+    monkeypatch.setenv("FGCLIP_DAGSTER_STORAGE", "Postgres")
+    assert settings.dagster_storage() == "postgres"
+    doc = load_yaml(dagster_yaml(tmp_path, storage=settings.dagster_storage()), "dagster.yaml")
+    assert doc["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert doc["concurrency"]["runs"]["max_concurrent_runs"] == 4  # the rest of the instance is unchanged
+    monkeypatch.setenv("FGCLIP_DAGSTER_STORAGE", "mysql")
+    with pytest.raises(ValueError, match="FGCLIP_DAGSTER_STORAGE='mysql'"):
+        settings.dagster_storage()
