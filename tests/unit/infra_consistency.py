@@ -173,3 +173,32 @@ def check_dockerfile(infra: Infra) -> list[str]:
     if any("DS_ACCELERATOR" in line for line in dockerfile_instructions(text, "ENV")):
         problems.append("Dockerfile: ENV DS_ACCELERATOR would pin every container (GPU ones included)")
     return problems
+
+
+def check_secrets(infra: Infra, readme: str | None = None) -> list[str]:
+    """Every Secret (and key) a pod or the Dagster chart reads is one infra/README.md tells you to create."""
+    text = readme if readme is not None else (REPO / "infra" / "README.md").read_text()
+    created: dict[str, set[str]] = {}
+    for m in re.finditer(r"create secret generic (\S+)((?:\s+\\?\s*--from-literal=\w[\w-]*=\S+)+)", text):
+        created[m.group(1)] = set(re.findall(r"--from-literal=([\w-]+)=", m.group(2)))
+    wanted: dict[str, set[str]] = {infra.values["global"]["postgresqlSecretName"]: {"postgresql-password"}}
+    holders = [c.spec for c in containers(infra)]
+    holders += [infra.values["runLauncher"]["config"]["k8sRunLauncher"],
+                *infra.values["dagster-user-deployments"]["deployments"]]
+    for h in holders:
+        for ref in h.get("envSecrets") or []:
+            wanted.setdefault(ref["name"], set())
+        for src in h.get("envFrom") or []:
+            if "secretRef" in src:
+                wanted.setdefault(src["secretRef"]["name"], set())
+        for e in h.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                wanted.setdefault(ref["name"], set()).add(ref["key"])
+    problems = []
+    for name, keys in sorted(wanted.items()):
+        if name not in created:
+            problems.append(f"Secret {name} is read but infra/README.md does not create it")
+        elif keys - created[name]:
+            problems.append(f"Secret {name}: keys {sorted(keys - created[name])} are read but not created")
+    return problems

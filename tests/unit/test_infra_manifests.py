@@ -15,7 +15,7 @@ from tests.unit import infra_contract as ic
 CHECKS: dict[str, Callable[[ic.Infra], list[str]]] = {
     "commands": ic.check_commands, "env": ic.check_env, "code_location": ic.check_code_location,
     "images": cons.check_images, "mlflow": cons.check_mlflow, "training_job": cons.check_training_job,
-    "references": cons.check_references, "dockerfile": cons.check_dockerfile,
+    "references": cons.check_references, "dockerfile": cons.check_dockerfile, "secrets": cons.check_secrets,
 }
 
 
@@ -86,6 +86,10 @@ SABOTAGE: list[tuple[str, Callable[[ic.Infra], None], str]] = [
         {"name": "fgclip-envs"}), "ConfigMap fgclip-envs is not defined"),
     ("references", lambda i: i.one("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["env"].append(
         {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "fgclip-env", "key": "NOPE"}}}), "has no key NOPE"),
+    ("secrets", lambda i: i.values["global"].update(postgresqlSecretName="dagster-pg"),
+     "Secret dagster-pg is read but"),
+    ("secrets", lambda i: i.one("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["env"][0][
+        "valueFrom"]["secretKeyRef"].update(key="password"), "keys ['password'] are read but not created"),
     ("dockerfile", lambda i: setattr(i, "dockerfile", i.dockerfile.replace("COPY assets ./assets",
                                                                            "COPY asset ./assets")), "COPY asset:"),
     ("dockerfile", lambda i: setattr(i, "dockerfile", i.dockerfile.replace("open-clip-torch==3.3.0",
