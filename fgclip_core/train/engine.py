@@ -30,6 +30,7 @@ from fgclip_core.train.ds_config import build_ds_config, resolve_precision
 from fgclip_core.train.launch import DistInfo, barrier, init_distributed
 from fgclip_core.train.pipes import PipesReporter
 from fgclip_core.train.scales import clamp_scales_, reset_region_scales_
+from fgclip_core.train.shared_output import check_shared_output
 from fgclip_core.train.step import FGCLIPTrainModule
 from fgclip_core.train.tracking import NullTracker, Tracker, git_commit
 
@@ -179,6 +180,7 @@ class Trainer:
         if self.dist.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
         barrier()
+        check_shared_output(self.output, self.dist.rank, self.dist.world)   # nodes with separate disks fail here
         self.device = self.dist.device
         self.precision = resolve_precision(cfg, self.device.type)
         if self.device.type == "cpu":
