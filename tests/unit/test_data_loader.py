@@ -218,7 +218,7 @@ def test_too_few_samples_for_a_batch_yields_nothing_and_advances(shards):
 
 
 def test_resume_rereads_at_most_one_block(shards, monkeypatch):
-    import fgclip_core.data.loader as loader_mod
+    import fgclip_core.data.worker_stream as loader_mod  # where the worker stream opens shards
 
     url, _ = shards
     cfg = _cfg(resume_block_shards=1, shuffle_buffer=2)
