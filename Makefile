@@ -96,7 +96,7 @@ mlflow-server: postgres
 dagster-dev: dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
-test: $(STAMP)
+test: $(STAMP) postgres-bin
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra --durations=20 tests
 	@$(MAKE) --no-print-directory test-ties
