@@ -5,10 +5,18 @@
 evaluates the trained model (and the base checkpoint as the baseline) into its own folder, and the
 current champion on the same benchmarks when the champion has no metrics for them yet; each
 evaluation is an MLflow run in the ``fgclip-eval`` experiment with the lineage as tags.
+
+With an ``s3://`` data URL both write into a local scratch folder and publish to
+``<data>/<asset>/<run id>/`` (completion marker last, ``orchestration.versions``): the benchmark set
+(``sample/`` + ``suite/``, its YAML naming the images relative to itself) and the evaluation's
+``model/`` (metrics, report) and ``champion/metrics/``. The evaluation reads the models from their
+references' URLs (``fgclip_core.model`` fetches an ``s3://`` checkpoint into its cache) and the
+benchmark set through :func:`local_benchmarks`.
 """
 
 import json
 import math
+import os
 from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, ConfigurableResource, MetadataValue, Output, asset
@@ -36,16 +44,45 @@ def eval_benchmarks(context: AssetExecutionContext, output_store: OutputStoreRes
     from fgclip_core.eval.suite_hash import suite_sha256
     from fgclip_core.sample import materialize_sample
 
-    out = output_store.new_dir("eval_benchmarks", context.run_id, context.retry_number)
-    sample = materialize_sample(out / "sample")
-    suite_file = write_sample_suite(sample, out / "suite")
-    specs = load_suite_file(suite_file).benchmarks
-    sha = suite_sha256(specs)
-    output_store.prune("eval_benchmarks", {str(out)})
-    ref = EvalRef(uri=str(out / "suite"), sha256=sha, benchmarks_sha256=sha,
-                  counts={"benchmarks": len(specs), "images": len(sample.records)})
-    return Output(ref, metadata={"suite": MetadataValue.path(str(suite_file)), "benchmarks": len(specs),
+    with output_store.version("eval_benchmarks", context.run_id, context.retry_number) as out:
+        sample = materialize_sample(out.local / "sample")
+        suite_file = write_sample_suite(sample, out.local / "suite")
+        if out.remote:  # published elsewhere: the YAML names its images relative to itself
+            _relative_images(suite_file)
+        specs = load_suite_file(suite_file).benchmarks
+        sha = suite_sha256(specs)
+        output_store.publish(out, "sample", "suite")
+        ref = EvalRef(uri=out.url_of(out.local / "suite"), sha256=sha, benchmarks_sha256=sha,
+                      counts={"benchmarks": len(specs), "images": len(sample.records)})
+        suite_url = out.url_of(suite_file)
+    output_store.prune("eval_benchmarks", {out.url})
+    return Output(ref, metadata={"suite": MetadataValue.path(suite_url), "benchmarks": len(specs),
                                  "images": len(sample.records), "benchmarks_sha256": sha})
+
+
+def _relative_images(suite_file: Path) -> None:
+    """Rewrite the absolute image folders of a suite YAML as paths relative to its folder."""
+    import yaml
+
+    data = yaml.safe_load(suite_file.read_text())
+    for b in data["benchmarks"]:
+        if b.get("images") and os.path.isabs(b["images"]):
+            b["images"] = os.path.relpath(b["images"], suite_file.parent)
+    suite_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def local_benchmarks(benchmarks: EvalRef, output_store: OutputStoreResource) -> EvalRef:
+    """``benchmarks`` with a local ``uri``: as it is for a local folder; for an ``s3://`` one, its version
+    folder (suite + sample images) fetched into the local checkpoint/data cache (kept between runs)."""
+    from fgclip_core import storage
+
+    if not storage.is_remote(benchmarks.uri):
+        return benchmarks
+    from fgclip_core.model.checkpoint import resolve_local
+
+    output_store.require_complete(benchmarks.uri, "eval_benchmarks")
+    version_url, suite_name = benchmarks.uri.rstrip("/").rsplit("/", 1)
+    return benchmarks.model_copy(update={"uri": str(resolve_local(version_url) / suite_name)})
 
 
 class EvaluationConfig(Config):
@@ -134,26 +171,38 @@ def champion_on_benchmarks(context, benchmarks: EvalRef, out: Path, config: Eval
 def evaluation(context: AssetExecutionContext, config: EvaluationConfig, trained_model: ModelRef,
                base_checkpoint: ModelRef, eval_benchmarks: EvalRef, mlflow: MLflowResource,
                registry: RegistryResource, output_store: OutputStoreResource) -> Output[EvalRef]:
-    out = output_store.new_dir("evaluation", context.run_id, context.retry_number)
+    for ref, what in ((trained_model, "trained_model"), (base_checkpoint, "base_checkpoint")):
+        output_store.require_complete(ref.uri, what)
+    benchmarks = local_benchmarks(eval_benchmarks, output_store)
+    with output_store.version("evaluation", context.run_id, context.retry_number) as out:
+        ref, metadata = _evaluate_into(context, out, config, trained_model, base_checkpoint, benchmarks, mlflow,
+                                       registry, output_store)
+    output_store.prune("evaluation", {out.url})
+    return Output(ref, metadata=metadata)
+
+
+def _evaluate_into(context, out, config, trained_model: ModelRef, base_checkpoint: ModelRef, eval_benchmarks: EvalRef,
+                   mlflow: MLflowResource, registry: RegistryResource, output_store: OutputStoreResource):
+    """The body of ``evaluation`` in its version ``out``: (reference, metadata)."""
     tags = {"dagster.run_id": context.run_id, "fgclip.role": "challenger",
             "fgclip.partitions": json.dumps(sorted(trained_model.trained_on)),
             "fgclip.shard_manifests": manifests_json(trained_model.trained_on),
             "fgclip.base_checkpoint_sha256": base_checkpoint.sha256, "fgclip.model_sha256": trained_model.sha256,
             "fgclip.training_run_id": trained_model.mlflow_run_id or "", "fgclip.code_version": code_version()}
-    outcome, exp_id = run_evaluation(trained_model.uri, eval_benchmarks, out / "model", config, mlflow,
+    outcome, exp_id = run_evaluation(trained_model.uri, eval_benchmarks, out.local / "model", config, mlflow,
                                      registry.eval_experiment, tags, run_name=f"eval-{context.run_id[:8]}",
                                      baseline_dir=base_checkpoint.uri)
     metrics, baseline = flat_metrics(outcome.results), flat_metrics(outcome.results, baseline=True)
-    champ, champ_metrics, champ_run = champion_on_benchmarks(context, eval_benchmarks, out / "champion", config,
-                                                             mlflow, registry)
+    champ, champ_metrics, champ_run = champion_on_benchmarks(context, eval_benchmarks, out.local / "champion",
+                                                             config, mlflow, registry)
     from fgclip_core.hashing import sha256_file
 
-    ref = EvalRef(uri=str(out / "model"), sha256=sha256_file(outcome.metrics_path), metrics=metrics,
+    output_store.publish(out, "model", *(["champion/metrics"] if champ_run else []))
+    ref = EvalRef(uri=out.url_of(out.local / "model"), sha256=sha256_file(outcome.metrics_path), metrics=metrics,
                   mlflow_run_id=outcome.mlflow_run_id, benchmarks_sha256=eval_benchmarks.sha256,
                   model_sha256=trained_model.sha256, baseline_metrics=baseline, champion_version=champ,
                   champion_metrics=champ_metrics, counts={"benchmarks": len(outcome.results)})
-    output_store.prune("evaluation", {str(out)})
-    context.log.info("evaluated %d benchmarks: %s", len(outcome.results), outcome.metrics_path)
+    context.log.info("evaluated %d benchmarks: %s", len(outcome.results), ref.uri)
     uri = mlflow.uri()
     metadata = {
         "metrics": MetadataValue.md(metrics_markdown(outcome.results, champ_metrics)),
@@ -161,8 +210,8 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, trained
         "benchmarks": len(outcome.results),
         "benchmarks_sha256": eval_benchmarks.sha256,
         "non_finite_metrics": sum(not math.isfinite(v) for v in metrics.values()),
-        "report": MetadataValue.path(str(outcome.report.html)),
-        "metrics_file": MetadataValue.path(str(outcome.metrics_path)),
+        "report": MetadataValue.path(out.url_of(outcome.report.html)),
+        "metrics_file": MetadataValue.path(out.url_of(outcome.metrics_path)),
         "champion_version": champ or "",
         "shard_manifests": manifests_json(trained_model.trained_on),
         "mlflow_run_id": outcome.mlflow_run_id or "",
@@ -170,4 +219,4 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, trained
     }
     if champ_run:
         metadata["champion_eval_run_id"] = champ_run
-    return Output(ref, metadata=metadata)
+    return ref, metadata

@@ -1,7 +1,9 @@
 """MLflow registry: the trained model as a new version of ``fgclip`` (alias ``challenger``), promoted to
 ``champion`` only when every gate passes (``fgclip_core.promotion``; the logic lives in fgclip_core, this
 asset wires refs and config). Model and metrics come from this run's input references, never from a
-fixed folder, and must belong together (the evaluation names the model hash it evaluated)."""
+fixed folder, and must belong together (the evaluation names the model hash it evaluated). The model is
+registered from its reference's URL (a local folder, or ``s3://`` fetched into the checkpoint cache), which
+the version's tag ``fgclip.model_uri`` names."""
 
 import json
 
@@ -40,7 +42,8 @@ def lineage_tags(context: AssetExecutionContext, model: ModelRef, ev: EvalRef) -
             "fgclip.partitions": json.dumps(sorted(model.trained_on)),
             "fgclip.shard_manifests": manifests_json(model.trained_on),
             "fgclip.base_checkpoint_sha256": model.base_checkpoint_sha256 or "",
-            "fgclip.model_sha256": model.sha256, "fgclip.benchmarks_sha256": ev.benchmarks_sha256 or "",
+            "fgclip.model_sha256": model.sha256, "fgclip.model_uri": model.uri,
+            "fgclip.benchmarks_sha256": ev.benchmarks_sha256 or "",
             "fgclip.training_run_id": model.mlflow_run_id or "", "fgclip.eval_run_id": ev.mlflow_run_id or "",
             "fgclip.code_version": code_version()}
 

@@ -6,6 +6,12 @@ processes (``fgclip train``: DeepSpeed, torchrun-style workers) through Dagster 
 into the run's logs, a cancelled run sends SIGINT, rank 0 reports step logs and its summary. Each
 materialisation writes under its own folder ``<data>/trained_model/<run id>/`` (a retry gets another),
 so concurrent trainings never share a writable folder; at most N run at once (pool ``training``).
+
+With an ``s3://`` data URL the trainer writes into a local scratch folder and the published outputs
+(``run/export``, ``run/summary.json``, ``run/tracking``; not the intermediate DeepSpeed checkpoints,
+which only a resume inside that run would read) are copied to ``<data>/trained_model/<run id>/``
+with the completion marker last (``orchestration.versions``); the reference then holds the
+``s3://`` URL of the export.
 """
 
 import json
@@ -40,10 +46,11 @@ from orchestration.versions import OutputStoreResource
 TRAIN_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL)
 
 
-def _model_ref(path: str, **kw) -> ModelRef:
+def _model_ref(path: str, uri: str | None = None, **kw) -> ModelRef:
+    """A reference to the model folder ``uri`` (default ``path``), hashed from ``path`` (its local copy)."""
     from fgclip_core.eval.cache import fingerprint_dir
 
-    return ModelRef(uri=path, sha256=fingerprint_dir(path), **kw)
+    return ModelRef(uri=uri or path, sha256=fingerprint_dir(path), **kw)
 
 
 @asset(group_name="training", kinds={"pytorch"}, io_manager_key="ref_io_manager",
@@ -57,12 +64,13 @@ def base_checkpoint(context: AssetExecutionContext, training: TrainingResource,
                                      "sha256": ref.sha256})
     from fgclip_core.model.build import init_checkpoint
 
-    out = output_store.new_dir("base_checkpoint", context.run_id, context.retry_number)
-    ckpt = init_checkpoint(training.init_arch, out / "checkpoint", seed=training.init_seed)
-    ref = _model_ref(str(ckpt))
-    output_store.prune("base_checkpoint", {str(out)})
-    context.log.info("wrote a random %s checkpoint (seed %d) to %s", training.init_arch, training.init_seed, ckpt)
-    return Output(ref, metadata={"path": MetadataValue.path(str(ckpt)), "arch": training.init_arch,
+    with output_store.version("base_checkpoint", context.run_id, context.retry_number) as out:
+        ckpt = init_checkpoint(training.init_arch, out.local / "checkpoint", seed=training.init_seed)
+        output_store.publish(out, "checkpoint")
+        ref = _model_ref(str(ckpt), out.url_of(ckpt))
+    output_store.prune("base_checkpoint", {out.url})
+    context.log.info("wrote a random %s checkpoint (seed %d) to %s", training.init_arch, training.init_seed, ref.uri)
+    return Output(ref, metadata={"path": MetadataValue.path(ref.uri), "arch": training.init_arch,
                                  "seed": training.init_seed, "source": "random init", "sha256": ref.sha256})
 
 
@@ -98,33 +106,39 @@ def trained_model(context: AssetExecutionContext, config: TrainModelConfig,
                   pipes_subprocess_client: PipesSubprocessClient) -> Output[ModelRef]:
     shards = select_shards(training_shards, config.partitions)
     trained_on = {k: ref.sha256 for k, ref in shards.items()}
-    out = output_store.new_dir("trained_model", context.run_id, context.retry_number)
+    for part, ref in shards.items():
+        output_store.require_complete(ref.uri, f"training_shards[{part}]")
+    output_store.require_complete(base_checkpoint.uri, "base_checkpoint")
     uri = mlflow.uri()
     # the experiment is made here when missing, so the runs' artifacts land in the store's artifact root
     exp_id = mlflow.experiment_id(training.experiment)
-    cmd = training.command([r.uri for r in shards.values()], str(out / "run"), base_checkpoint.uri,
-                           run_name=f"dagster-{context.run_id[:8]}")
-    context.log.info("training on %d batch(es) %s: $ %s", len(shards), list(shards), " ".join(cmd))
-    invocation = pipes_subprocess_client.run(command=cmd, context=context, env=training.env(uri))
-    reported = invocation.get_materialize_result()
+    with output_store.version("trained_model", context.run_id, context.retry_number) as out:
+        run_dir = out.local / "run"
+        cmd = training.command([r.uri for r in shards.values()], str(run_dir), base_checkpoint.uri,
+                               run_name=f"dagster-{context.run_id[:8]}")
+        context.log.info("training on %d batch(es) %s: $ %s", len(shards), list(shards), " ".join(cmd))
+        invocation = pipes_subprocess_client.run(command=cmd, context=context, env=training.env(uri))
+        reported = invocation.get_materialize_result()
 
-    summary = json.loads((out / "run" / "summary.json").read_text())
-    export = summary.get("export_dir") or str(out / "run" / "export")
-    run_id = summary.get("run_id") or None
-    lineage = {"dagster.run_id": context.run_id, "fgclip.partitions": json.dumps(list(shards)),
-               "fgclip.shard_manifests": manifests_json(trained_on),
-               "fgclip.base_checkpoint_sha256": base_checkpoint.sha256, "fgclip.code_version": code_version()}
-    if run_id:
-        from mlflow import MlflowClient
+        summary = json.loads((run_dir / "summary.json").read_text())
+        export = summary.get("export_dir") or str(run_dir / "export")
+        run_id = summary.get("run_id") or None
+        lineage = {"dagster.run_id": context.run_id, "fgclip.partitions": json.dumps(list(shards)),
+                   "fgclip.shard_manifests": manifests_json(trained_on),
+                   "fgclip.base_checkpoint_sha256": base_checkpoint.sha256, "fgclip.code_version": code_version()}
+        if run_id:
+            from mlflow import MlflowClient
 
-        client = MlflowClient(uri)
-        for k, v in lineage.items():
-            client.set_tag(run_id, k, v)
-    ref = _model_ref(export, mlflow_run_id=run_id, trained_on=trained_on, dagster_run_id=context.run_id,
-                     base_checkpoint_sha256=base_checkpoint.sha256,
-                     counts={"steps": int(summary["steps"]), "samples": int(summary["samples"])})
-    output_store.prune("trained_model", {str(out)})
-    points = read_loss_curve(out / "run" / "tracking" / "metrics.jsonl")
+            client = MlflowClient(uri)
+            for k, v in lineage.items():
+                client.set_tag(run_id, k, v)
+        published = [p for p in ("run/export", "run/summary.json", "run/tracking") if (out.local / p).exists()]
+        output_store.publish(out, *published)
+        ref = _model_ref(export, out.url_of(export), mlflow_run_id=run_id, trained_on=trained_on,
+                         dagster_run_id=context.run_id, base_checkpoint_sha256=base_checkpoint.sha256,
+                         counts={"steps": int(summary["steps"]), "samples": int(summary["samples"])})
+        points = read_loss_curve(run_dir / "tracking" / "metrics.jsonl")
+    output_store.prune("trained_model", {out.url})
     metadata = {
         **(reported.metadata or {}),
         "loss_curve": MetadataValue.md(loss_curve_markdown(points)),
@@ -143,7 +157,7 @@ def trained_model(context: AssetExecutionContext, config: TrainModelConfig,
         "base_checkpoint_sha256": base_checkpoint.sha256,
         "model_sha256": ref.sha256,
         "code_version": lineage["fgclip.code_version"],
-        "export_dir": MetadataValue.path(export),
+        "export_dir": MetadataValue.path(ref.uri),
         "mlflow_run_id": run_id or "",
         **mlflow_links(uri, experiment_id=exp_id, run_id=run_id),
     }

@@ -143,8 +143,11 @@ def register_checkpoint(checkpoint_dir: str | Path, name: str, *, metrics: dict[
                         run_id: str | None = None) -> RegisteredVersion:
     """Log ``checkpoint_dir`` as a pyfunc model, register it as a new version of ``name`` and give it the
     ``challenger`` alias. ``metrics`` (e.g. evaluation results) are logged on the run and as version tags,
-    which is what :func:`promote` compares."""
-    ckpt = Path(checkpoint_dir)
+    which is what :func:`promote` compares. ``checkpoint_dir``: a local folder or a URL (``s3://``), which
+    is fetched into the local checkpoint cache first (``fgclip_core.model.checkpoint.resolve_local``)."""
+    from fgclip_core.model.checkpoint import resolve_local
+
+    ckpt = resolve_local(checkpoint_dir)
     if not (ckpt / "config.json").is_file():
         raise FileNotFoundError(f"{ckpt}: not an FG-CLIP checkpoint directory (no config.json)")
     if tracking_uri:

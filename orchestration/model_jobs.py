@@ -27,7 +27,7 @@ from dagster import (
     schedule,
 )
 
-from assets.evaluation import EvaluationConfig, RegistryResource, champion_on_benchmarks
+from assets.evaluation import EvaluationConfig, RegistryResource, champion_on_benchmarks, local_benchmarks
 from assets.model_metadata import mlflow_links
 from orchestration import settings
 from orchestration.model_resources import MLflowResource
@@ -66,12 +66,16 @@ def evaluate_current_champion(context: OpExecutionContext, config: EvaluationCon
     benchmarks = ref_io_manager.load(AssetKey("eval_benchmarks"))
     if not isinstance(benchmarks, EvalRef):
         raise TypeError(f"eval_benchmarks: expected an eval reference, got {benchmarks.kind}")
-    out = output_store.new_dir("champion_evaluation", context.run_id, context.retry_number)
-    champ, metrics, run_id = champion_on_benchmarks(context, benchmarks, out, config, mlflow, registry, force=True)
+    benchmarks = local_benchmarks(benchmarks, output_store)
+    with output_store.version("champion_evaluation", context.run_id, context.retry_number) as out:
+        champ, metrics, run_id = champion_on_benchmarks(context, benchmarks, out.local, config, mlflow, registry,
+                                                        force=True)
+        if champ is not None:
+            output_store.publish(out, "metrics")
     if champ is None:
         context.log.warning("%s has no champion yet: nothing to evaluate", registry.model_name)
         return
-    output_store.prune("champion_evaluation", {str(out)})
+    output_store.prune("champion_evaluation", {out.url})
     rows = "\n".join(f"| {k} | {100 * v:.2f} |" for k, v in sorted((metrics or {}).items()))
     uri = mlflow.uri()
     context.log_event(AssetObservation(asset_key="registered_model", metadata={

@@ -13,7 +13,9 @@ Everything goes under ``.fgclip/`` of the working directory unless ``FGCLIP_HOME
 - ``mlflow_ui_url()``: ``$MLFLOW_UI_URL`` or None (links then use the tracking URI when it is http(s));
 - ``sensor_interval_s()``: ``$FGCLIP_SENSOR_INTERVAL_S`` or 30: how often the raw-source sensor looks;
 - ``retrain_cron()``: ``$FGCLIP_RETRAIN_CRON`` or ``0 3 * * *`` (daily 03:00 UTC): scheduled retraining;
-- ``keep_versions()``: ``$FGCLIP_KEEP_VERSIONS`` or 5: versioned output folders kept per model-side asset.
+- ``keep_versions()``: ``$FGCLIP_KEEP_VERSIONS`` or 5: versioned output folders kept per model-side asset;
+- ``scratch_dir()``: ``$FGCLIP_SCRATCH`` or ``<home>/scratch``: where model-side steps write before their
+  outputs are copied to an ``s3://`` data URL (one temporary folder per step, removed afterwards).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def fgclip_home() -> Path:
 
 def data_url() -> str:
     return _env("FGCLIP_DATA_URL") or str(fgclip_home() / "data")
+
+
+def scratch_dir() -> Path:
+    return Path(_env("FGCLIP_SCRATCH") or fgclip_home() / "scratch").resolve()
 
 
 def default_raw_url() -> str:

@@ -3,7 +3,8 @@
 depend on the per-batch lineage assets.
 
 ``real_shards_asset(sample_set)``: shards built with ``fgclip_core`` from the bundled sample, split into
-batches (``SPLIT``: batch name -> record indices), each under its own run folder.
+batches (``SPLIT``: batch name -> record indices), each under its own run folder (on an ``s3://`` data URL:
+built in a scratch folder and published there, as the model-side assets do).
 ``fake_shards_asset()``: references only (no files), for automation/schedule tests that never train.
 """
 
@@ -26,16 +27,18 @@ def real_shards_asset(sample_set):
         from fgclip_core.data.pipeline import build_shards
 
         batch = context.partition_key
-        out = output_store.new_dir(f"training_shards/{batch}", context.run_id)
-        rows = [sample_set.records[i].to_dict() for i in SPLIT[batch]]
-        ann = Path(out, "records.jsonl")
-        ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        res = build_shards(str(ann), str(sample_set.images_root), str(out / "shards"),
-                           DataConfig(shards=ShardConfig(samples_per_shard=2)))
-        m = res.manifest
-        ref = ShardSetRef(uri=str(out / "shards"), sha256=m.manifest_sha256, partition=batch,
-                          manifest_uri=str(out / "shards" / "manifest.json"), samples=m.total_samples,
-                          shards=m.num_shards, counts={"samples": m.total_samples})
+        with output_store.version(f"training_shards/{batch}", context.run_id) as out:
+            rows = [sample_set.records[i].to_dict() for i in SPLIT[batch]]
+            ann = Path(out.local, "records.jsonl")
+            ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            shards = out.local / "shards"
+            res = build_shards(str(ann), str(sample_set.images_root), str(shards),
+                               DataConfig(shards=ShardConfig(samples_per_shard=2)))
+            output_store.publish(out, "shards")
+            m = res.manifest
+            ref = ShardSetRef(uri=out.url_of(shards), sha256=m.manifest_sha256, partition=batch,
+                              manifest_uri=out.url_of(shards / "manifest.json"), samples=m.total_samples,
+                              shards=m.num_shards, counts={"samples": m.total_samples})
         return Output(ref, metadata={"samples": m.total_samples, "manifest_sha256": m.manifest_sha256})
 
     return training_shards

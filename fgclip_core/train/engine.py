@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from fgclip_core import storage
 from fgclip_core.data.batch import TrainBatch
+from fgclip_core.model.checkpoint import resolve_local
 from fgclip_core.train import checkpoint as ckpt
 from fgclip_core.train import ds_checkpoint
 from fgclip_core.train.allocator import loaded_allocator
@@ -179,6 +181,8 @@ class Trainer:
         self.dist = init_distributed()
         if self.dist.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
+            if cfg.model.init and storage.is_remote(str(cfg.model.init)):
+                resolve_local(cfg.model.init)  # an s3:// start: fetched once into the cache, the other ranks find it
         barrier()
         check_shared_output(self.output, self.dist.rank, self.dist.world)   # nodes with separate disks fail here
         self.device = self.dist.device
@@ -222,12 +226,12 @@ class Trainer:
         from fgclip_core.model.processing import ImageProcessorConfig
 
         if self.cfg.model.init:
-            src = Path(self.cfg.model.init)
+            src = resolve_local(self.cfg.model.init)
             try:
                 load_tokenizer(src)
                 ImageProcessor.from_pretrained(src)
             except Exception as e:
-                raise CheckpointError(f"--init {src}: tokenizer/image processor not loadable ({e}); "
+                raise CheckpointError(f"--init {self.cfg.model.init}: tokenizer/image processor not loadable ({e}); "
                                    "`fgclip model convert` writes a complete directory") from e
             return src
         out = self.output / "processor"
