@@ -64,7 +64,9 @@ def _relative_images(suite_file: Path) -> None:
     """Rewrite the absolute image folders of a suite YAML as paths relative to its folder."""
     import yaml
 
-    data = yaml.safe_load(suite_file.read_text())
+    from fgclip_core.safe_yaml import read_yaml
+
+    data = read_yaml(suite_file)
     for b in data["benchmarks"]:
         if b.get("images") and os.path.isabs(b["images"]):
             b["images"] = os.path.relpath(b["images"], suite_file.parent)
