@@ -140,6 +140,7 @@ def _meta(result, name: str) -> dict:
 def _report(instance, store, partitions, t0: float, trained: bool, result=None) -> int:
     from mlflow import MlflowClient
 
+    from fgclip_core.redact import redact_text
     from orchestration import settings
 
     _say("what happened")
@@ -163,13 +164,14 @@ def _report(instance, store, partitions, t0: float, trained: bool, result=None) 
     aliases = {}
     for alias in ("challenger", "champion"):
         try:
-            aliases[alias] = client.get_model_version_by_alias("fgclip", alias).version
+            aliases[alias] = int(client.get_model_version_by_alias("fgclip", alias).version)  # str over REST
         except Exception:  # no such alias yet
             aliases[alias] = "-"
     print(f"\naliases: @challenger v{aliases['challenger']}, @champion v{aliases['champion']}")
     again = "run `make demo` again to land the next batch" if trained else "`rm -rf .fgclip` to start over"
+    mlflow_ui = redact_text(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     print(f"done in {time.perf_counter() - t0:.0f} s. Look: `make ui` (Dagster http://127.0.0.1:3000, "
-          f"MLflow http://127.0.0.1:5000); {again}.")
+          f"MLflow {mlflow_ui}); {again}.")
     print(json.dumps({"partitions": partitions, "aliases": aliases}))
     return 0
 
