@@ -16,6 +16,7 @@ import torch
 
 from fgclip_core.train.checkpoint import verify
 from fgclip_core.train.launch import free_port
+from fgclip_core.train.shared_output import PROBE
 from tests.integration.train_run import export_weights, metrics, run_train, summary, train_env
 
 pytestmark = pytest.mark.integration
@@ -69,6 +70,7 @@ def test_two_nodes_match_one_node_with_two_processes(sample_shards, tiny_checkpo
     assert done["steps"] == STEPS and done["samples"] == 2 * 2 * STEPS
     tag = out / "checkpoints" / f"step-{STEPS:08d}"
     assert verify(tag) is None
+    assert not (out / PROBE).exists()   # the shared-folder check (train/shared_output.py) cleaned up its probe
     # every rank's trainer state is in the checkpoint rank 0 sealed, named by global rank (not local rank, 0
     # on both nodes); resume reads the same names (train.checkpoint.rank_state_path), and resuming itself is
     # tested with --nproc 2 in test_train_shards / test_train_resume
