@@ -145,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--pg-dir", help="a cluster folder of infra/stack/postgres.py: its `mlflow` database")
     p.add_argument("--artifacts-destination", help="folder or s3://BUCKET/PREFIX (proxied by the server)")
     p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--log", default=None, help="server log file (default: <FGCLIP_HOME>/mlflow-server.log)")
+    p.add_argument("--log", default=None, help="server log file (default: <FGCLIP_HOME>/mlflow-server-<PORT>.log)")
     args = p.parse_args(argv)
     from infra.stack.postgres import Cluster, PostgresError
 
     try:
         backend = args.backend_store_uri or Cluster(Path(args.pg_dir).resolve()).url("mlflow")
         home = Path(os.environ.get("FGCLIP_HOME") or ".fgclip").resolve()
-        server = start_server(backend, args.log or home / "mlflow-server.log", port=args.port,
+        server = start_server(backend, args.log or home / f"mlflow-server-{args.port}.log", port=args.port,
                               artifacts_destination=args.artifacts_destination, cwd=home if home.is_dir() else None)
     except (PostgresError, MlflowServerError) as e:
         print(f"error: {e}", file=sys.stderr)
