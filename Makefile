@@ -77,8 +77,8 @@ postgres-bin:
 	       && { timeout 600 apt-get install -y -q postgresql >/dev/null \
 	            || { timeout 300 apt-get update -q >/dev/null && timeout 600 apt-get install -y -q postgresql >/dev/null; }; }; }
 	@$(PYTHON) -c "from infra.stack.postgres import pg_bin_dir as f; p = f(); print('postgres binaries:', p); assert p"
-# A persistent cluster in $(PG_DIR) on 127.0.0.1 (databases dagster, mlflow); prints the URL of the postgres db.
-# `python -m infra.stack.postgres url --dir $(PG_DIR) --db dagster` prints another; `make postgres-stop` stops it.
+# A persistent cluster in $(PG_DIR) on 127.0.0.1 (databases dagster, mlflow); prints its URL, password masked.
+# `python -m infra.stack.postgres url --dir $(PG_DIR) --db dagster` prints one whole; `make postgres-stop` stops it.
 postgres: $(STAMP) postgres-bin
 	@$(PY) -m infra.stack.postgres start --dir $(PG_DIR) $(if $(PG_PORT),--port $(PG_PORT))
 postgres-stop:

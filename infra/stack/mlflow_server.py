@@ -49,18 +49,21 @@ def mlflow_executable() -> str:
     return str(local) if local.exists() else "mlflow"
 
 
-def server_command(backend_store_uri: str, port: int, artifacts_destination: str | None = None,
-                   host: str = HOST, workers: int = 1) -> list[str]:
-    cmd = [mlflow_executable(), "server", "--host", host, "--port", str(port), "--workers", str(workers),
-           "--backend-store-uri", backend_store_uri]
+def server_command(port: int, artifacts_destination: str | None = None, host: str = HOST,
+                   workers: int = 1) -> list[str]:
+    """The command line; the backend store URI (it may hold a password) goes by ``server_env``, never argv,
+    where any local user could read it (``ps``, ``/proc/*/cmdline``)."""
+    cmd = [mlflow_executable(), "server", "--host", host, "--port", str(port), "--workers", str(workers)]
     if artifacts_destination:
         cmd += ["--artifacts-destination", artifacts_destination]
     return cmd
 
 
-def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: background jobs off, no client tracking URI, S3 endpoint handed to MLflow."""
+def server_env(backend_store_uri: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: its backend store (``MLFLOW_BACKEND_STORE_URI``, read by ``mlflow server``),
+    background jobs off, no client tracking URI, S3 endpoint handed to MLflow."""
     env = dict(os.environ if base is None else base)
+    env["MLFLOW_BACKEND_STORE_URI"] = backend_store_uri
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.pop("MLFLOW_TRACKING_URI", None)
     if not env.get("MLFLOW_S3_ENDPOINT_URL") and env.get("AWS_ENDPOINT_URL"):
@@ -118,8 +121,8 @@ def start_server(backend_store_uri: str, log_path: str | Path, *, artifacts_dest
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("w")
-    proc = subprocess.Popen(server_command(backend_store_uri, port, artifacts_destination),
-                            cwd=cwd or log_path.parent, env=server_env(env), stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(server_command(port, artifacts_destination),
+                            cwd=cwd or log_path.parent, env=server_env(backend_store_uri, env), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     server = MlflowServer(proc, f"http://{HOST}:{port}", log_path, log)
     deadline = time.monotonic() + timeout_s

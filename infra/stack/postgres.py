@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fgclip_core.redact import redact_uri
+
 DATABASES = ("dagster", "mlflow")
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
@@ -255,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             cluster = start(args.dir, port=args.port, throwaway=args.throwaway)
-            print(cluster.url(args.db, driver=None if args.libpq else DRIVER))
+            # masked: a start goes to terminals and logs; `url` prints the full one for $(...) capture
+            print(redact_uri(cluster.url(args.db, driver=None if args.libpq else DRIVER)))
         elif args.command == "stop":
             print(f"{Path(args.dir).resolve()}: " + ("stopped" if stop(args.dir) else "not running"), file=sys.stderr)
         else:

@@ -4,6 +4,9 @@ the version lands in Postgres and the artifacts in the bucket, proxied by the se
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import boto3
 import mlflow
 import psycopg2
@@ -20,6 +23,18 @@ pytestmark = pytest.mark.integration
 NAME = "fgclip-pg-s3"
 
 
+def _argv_holding(secret: str) -> list[int]:
+    """Processes (not this one) whose command line contains ``secret`` (what ``ps`` shows any local user)."""
+    hits = []
+    for f in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if int(f.parent.name) != os.getpid() and secret.encode() in f.read_bytes():
+                hits.append(int(f.parent.name))
+        except (OSError, ValueError):
+            continue
+    return hits
+
+
 def test_registry_through_a_server_on_postgres_and_s3(postgres, moto_s3, tiny_checkpoint_dir, tmp_path,
                                                      monkeypatch):
     import pandas as pd
@@ -27,6 +42,8 @@ def test_registry_through_a_server_on_postgres_and_s3(postgres, moto_s3, tiny_ch
     destination = moto_s3.new_prefix("mlflow-artifacts")
     previous_uri = mlflow.get_tracking_uri()
     with start_server(postgres.url("mlflow"), tmp_path / "server.log", artifacts_destination=destination) as server:
+        # the backend URI holds the Postgres password: it goes to the server by environment, never argv
+        assert _argv_holding(postgres.password()) == []
         # The server has the S3 endpoint; this process must not need it (artifacts go through the server).
         for name in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
             monkeypatch.delenv(name, raising=False)
