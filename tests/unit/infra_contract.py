@@ -227,9 +227,9 @@ def check_env_values(infra: Infra, setenv) -> list[str]:
             read()
         except ValueError as e:
             problems.append(f"ConfigMap fgclip-env: {e}")
-    if storage.is_remote(settings.data_url()):
-        problems.append(f"FGCLIP_DATA_URL={settings.data_url()}: model-side assets need a local data root")
-    if not settings.data_url().startswith(env.get("FGCLIP_HOME", "?")):
+    # an s3:// data root is fine (the model side publishes from a scratch folder); a local one must be the
+    # shared volume, or each pod would see its own
+    if not storage.is_remote(settings.data_url()) and not settings.data_url().startswith(env.get("FGCLIP_HOME", "?")):
         problems.append("FGCLIP_DATA_URL is not under FGCLIP_HOME (the shared volume)")
     if "DS_ACCELERATOR" in env:
         problems.append("DS_ACCELERATOR in the shared ConfigMap: GPU pods (the training Job) must leave it unset")

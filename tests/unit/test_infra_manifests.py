@@ -109,9 +109,13 @@ def test_each_check_catches_a_broken_copy(infra, check: str, breaks, message: st
     assert any(message in p for p in problems), problems
 
 
-def test_configmap_check_catches_an_s3_data_root_and_a_bad_number(infra, monkeypatch) -> None:
+def test_configmap_check_takes_an_s3_data_root_and_catches_a_local_one_off_the_volume_and_a_bad_number(
+        infra, monkeypatch) -> None:
+    on_s3 = copy.deepcopy(infra)
+    on_s3.one("ConfigMap", "fgclip-env")["data"].update(FGCLIP_DATA_URL="s3://b/data")
+    assert ic.check_env_values(on_s3, monkeypatch.setenv) == []
     broken = copy.deepcopy(infra)
-    broken.one("ConfigMap", "fgclip-env")["data"].update(FGCLIP_DATA_URL="s3://b/data", FGCLIP_KEEP_VERSIONS="0")
+    broken.one("ConfigMap", "fgclip-env")["data"].update(FGCLIP_DATA_URL="/tmp/data", FGCLIP_KEEP_VERSIONS="0")
     problems = ic.check_env_values(broken, monkeypatch.setenv)
-    assert any("need a local data root" in p for p in problems), problems
+    assert any("not under FGCLIP_HOME" in p for p in problems), problems
     assert any("FGCLIP_KEEP_VERSIONS" in p for p in problems), problems
