@@ -61,8 +61,8 @@ MLFLOW_PORT ?= 5000
 ui: $(STAMP)
 	@$(PY) -m orchestration.instance; \
 	MLFLOW_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(FGCLIP_HOME)/mlflow.db}"; \
-	echo "Dagster http://127.0.0.1:$(DAGSTER_PORT)  MLflow http://127.0.0.1:$(MLFLOW_PORT) ($$MLFLOW_URI)"; \
-	$(PY) -m infra.stack.mlflow_server --backend-store-uri "$$MLFLOW_URI" --port $(MLFLOW_PORT) & \
+	echo "Dagster http://127.0.0.1:$(DAGSTER_PORT)  MLflow http://127.0.0.1:$(MLFLOW_PORT)"; \
+	MLFLOW_BACKEND_STORE_URI="$$MLFLOW_URI" $(PY) -m infra.stack.mlflow_server --port $(MLFLOW_PORT) & \
 	MLFLOW_PID=$$!; trap 'kill $$MLFLOW_PID 2>/dev/null' EXIT INT TERM; \
 	MLFLOW_UI_URL=$${MLFLOW_UI_URL:-http://127.0.0.1:$(MLFLOW_PORT)} \
 	  $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)

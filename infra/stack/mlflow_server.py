@@ -143,17 +143,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra.stack.mlflow_server", description=__doc__.split("\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--backend-store-uri", help="sqlite:///PATH or postgresql+psycopg2://...")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--backend-store-uri", help="sqlite:///PATH or postgresql+psycopg2://... (default: "
+                     "$MLFLOW_BACKEND_STORE_URI; put a URI with a password there, not on the command line)")
     src.add_argument("--pg-dir", help="a cluster folder of infra/stack/postgres.py: its `mlflow` database")
     p.add_argument("--artifacts-destination", help="folder or s3://BUCKET/PREFIX (proxied by the server)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--log", default=None, help="server log file (default: <FGCLIP_HOME>/mlflow-server-<PORT>.log)")
     args = p.parse_args(argv)
+    if not (args.backend_store_uri or args.pg_dir or os.environ.get("MLFLOW_BACKEND_STORE_URI")):
+        p.error("give --backend-store-uri, --pg-dir or MLFLOW_BACKEND_STORE_URI")
     from infra.stack.postgres import Cluster, PostgresError
 
     try:
-        backend = args.backend_store_uri or Cluster(Path(args.pg_dir).resolve()).url("mlflow")
+        backend = (args.backend_store_uri or (Cluster(Path(args.pg_dir).resolve()).url("mlflow") if args.pg_dir
+                                              else os.environ["MLFLOW_BACKEND_STORE_URI"]))
         home = Path(os.environ.get("FGCLIP_HOME") or ".fgclip").resolve()
         server = start_server(backend, args.log or home / f"mlflow-server-{args.port}.log", port=args.port,
                               artifacts_destination=args.artifacts_destination, cwd=home if home.is_dir() else None)
