@@ -4,7 +4,8 @@ One way to start ``mlflow server`` for the whole project (``make ui``, ``make ml
 fixtures): ``--workers 1`` and ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` (2 processes, about 0.5 GB instead
 of about 10 processes, 2 GB), bound to 127.0.0.1, waited for until ``/health`` answers.
 
-- backend: ``--backend-store-uri`` (``sqlite:///...``, ``postgresql+psycopg2://...``), or ``--pg-dir DIR``: the
+- backend: ``--backend-store-uri`` or ``MLFLOW_BACKEND_STORE_URI`` (``sqlite:///...``, ``postgresql+psycopg2://...``;
+  a URI with a password belongs in the variable, not on a command line), or ``--pg-dir DIR``: the
   ``mlflow`` database of the cluster ``infra/stack/postgres.py`` keeps in DIR (its password never leaves
   the process environment and that folder);
 - artifacts: ``--artifacts-destination`` (a folder or ``s3://BUCKET/PREFIX``) is served through the server
