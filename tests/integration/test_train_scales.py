@@ -81,7 +81,8 @@ def test_scales_learn_from_an_openai_clip_start(uncapped, zero) -> None:
         assert first[name] == pytest.approx(math.exp(OPENAI), rel=1e-6) and first[name] > 100.0
 
 
-@pytest.mark.parametrize(("zero", "nproc"), [(0, 1), (2, 1), (2, 2)])
+# ZeRO 2 on 2 ranks is the hard case (the scale sits in one rank's flat partition); 1 rank at ZeRO 2 adds nothing
+@pytest.mark.parametrize(("zero", "nproc"), [(0, 1), (2, 2)])
 def test_cap_clamps_parameter_and_master_copy_after_the_step(openai_start, tmp_path, zero, nproc) -> None:
     """A cap well below the start (3.0 < 4.6052): after step 1 the module's parameter *and* the value AdamW
     updates (at ZeRO 2 a flat fp32 partition) must both be at the cap, whichever way the gradient points;
