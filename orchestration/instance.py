@@ -43,6 +43,8 @@ storage:
       env: {PG_URL_ENV}
 """,
 }
+# one list of storage names: settings.dagster_storage() validates the variable against the same names
+assert tuple(STORAGE_BLOCKS) == settings.DAGSTER_STORAGES, "orchestration.settings.DAGSTER_STORAGES is out of date"
 
 TEMPLATE = """\
 # Written by orchestration/instance.py (python -m orchestration.instance); edits are overwritten there.
